@@ -1,0 +1,170 @@
+"""``vans-sim score``: success rate of a policy per task, on gymnasium vector environments.
+
+    vans-sim score --policy expert --tasks all --episodes 100 --split heldout --seed-start 0 --out runs/expert
+
+Episode ``i`` of every task starts from seed ``seed_start + i``, so two policies scored with the
+same arguments face the same scenes. Writes ``OUT/report.json``::
+
+    {"policy": str, "split": str,
+     "tasks": {TASK: {"episodes": int, "successes": int, "success_rate": float,
+                      "ci95": [lo, hi], "mean_steps": float}},
+     "overall": {"success_rate": float, "single_tasks": float, "chained_tasks": float},
+     "per_episode": [{"task", "episode_ix", "seed", "success", "steps"}, ...]}
+
+plus ``OUT/report.md``, a bar plot ``OUT/success.png`` and a grid video ``OUT/rollouts.gif`` of the
+first episode of every task.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from tqdm import tqdm
+
+from vans_sim.env import RoboDeskEnv
+from vans_sim.policies import load_policy_class
+from vans_sim.report import success_bar_plot, wilson_interval, write_grid_video
+from vans_sim.tasks import get_task
+
+
+@dataclass
+class ScoreConfig:
+    policy: str
+    tasks: list[str]
+    episodes: int = 100
+    split: str = "heldout"
+    seed_start: int = 0
+    image_size: int = 64
+    num_envs: int = 8
+    vector: str = "async"  # "async" (one process per environment) or "sync"
+    video: bool = True
+    policy_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for t in self.tasks:
+            get_task(t)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {self.num_envs}")
+        if self.vector not in ("async", "sync"):
+            raise ValueError(f"vector must be 'async' or 'sync', got {self.vector!r}")
+
+
+def _make_vector_env(config: ScoreConfig, task: str, num_envs: int, observe_image: bool):
+    make = functools.partial(RoboDeskEnv, task=task, image_size=config.image_size, split=config.split,
+                             observe_image=observe_image, render_mode="rgb_array")
+    if config.vector == "async" and num_envs > 1:
+        return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.DISABLED)
+    return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+
+
+def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple[list[dict], list[np.ndarray]]:
+    """Run ``config.episodes`` episodes of ``task``; return per-episode rows and one clip."""
+    num_envs = min(config.num_envs, config.episodes)
+    policy = load_policy_class(config.policy)(task=task, num_envs=num_envs, seed=config.seed_start,
+                                              **config.policy_options)
+    vec = _make_vector_env(config, task, num_envs, observe_image=getattr(policy, "needs_image", True))
+    rows, clip = [], []
+    try:
+        for start in range(0, config.episodes, num_envs):
+            seeds = [config.seed_start + start + i for i in range(num_envs)]
+            obs, _ = vec.reset(seed=seeds)
+            policy.reset(np.arange(num_envs))
+            live = np.array([start + i < config.episodes for i in range(num_envs)])
+            steps = np.zeros(num_envs, int)
+            success = np.zeros(num_envs, bool)
+            filming = config.video and start == 0
+            if filming:
+                clip.append(vec.call("render")[0])
+            while live.any():
+                obs, _, terminated, truncated, info = vec.step(policy.act(obs))
+                steps += live
+                success |= live & terminated
+                live &= ~(terminated | truncated)
+                if filming:  # the first environment's episode, up to and including its last frame
+                    clip.append(vec.call("render")[0])
+                    filming = bool(live[0])
+            for i in range(num_envs):
+                if start + i < config.episodes:
+                    rows.append({"task": task, "episode_ix": start + i, "seed": seeds[i],
+                                 "success": bool(success[i]), "steps": int(steps[i])})
+            if bar is not None:
+                bar.update(min(num_envs, config.episodes - start))
+    finally:
+        vec.close()
+    return rows, clip
+
+
+def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
+    tasks = {}
+    for task in config.tasks:
+        mine = [r for r in rows if r["task"] == task]
+        wins = sum(r["success"] for r in mine)
+        tasks[task] = {
+            "episodes": len(mine), "successes": wins, "success_rate": wins / len(mine),
+            "ci95": list(wilson_interval(wins, len(mine))),
+            "mean_steps": float(np.mean([r["steps"] for r in mine])),
+        }
+
+    def mean_rate(names: list[str]) -> float | None:
+        return float(np.mean([tasks[n]["success_rate"] for n in names])) if names else None
+
+    singles = [t for t in config.tasks if not get_task(t).chained]
+    chained = [t for t in config.tasks if get_task(t).chained]
+    return {
+        "policy": config.policy, "split": config.split,
+        "tasks": tasks,
+        "overall": {"success_rate": mean_rate(config.tasks), "single_tasks": mean_rate(singles),
+                    "chained_tasks": mean_rate(chained)},
+        "seed_start": config.seed_start, "episodes_per_task": config.episodes,
+        "policy_options": config.policy_options,
+        "per_episode": rows,
+    }
+
+
+def format_table(report: dict) -> str:
+    lines = ["| task | episodes | success | 95% CI | mean steps |", "|---|---:|---:|---:|---:|"]
+    for name, t in report["tasks"].items():
+        lo, hi = t["ci95"]
+        lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {lo:.1%} – {hi:.1%} | {t['mean_steps']:.1f} |")
+    o = report["overall"]
+    lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | |")
+    return "\n".join(lines)
+
+
+def score(config: ScoreConfig, out: str | Path, progress: bool = True) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows, clips = [], {}
+    with tqdm(total=config.episodes * len(config.tasks), unit="ep", desc=f"score {config.policy}",
+              disable=not progress) as bar:
+        for task in config.tasks:
+            task_rows, clip = score_task(config, task, bar)
+            rows += task_rows
+            if clip:
+                clips[task] = clip
+    report = summarize(config, rows)
+    report["seconds"] = time.perf_counter() - started
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    success_bar_plot(report["tasks"], f"{config.policy} on {config.split} "
+                     f"({config.episodes} episodes per task)", out / "success.png")
+    if clips:
+        write_grid_video(clips, out / "rollouts.gif")
+    o = report["overall"]
+    summary = [f"overall {o['success_rate']:.1%}"]
+    if o["single_tasks"] is not None and o["chained_tasks"] is not None:
+        summary.append(f"single-event tasks {o['single_tasks']:.1%}, chained tasks {o['chained_tasks']:.1%}")
+    (out / "report.md").write_text(
+        f"# `{config.policy}` on the {config.split} split\n\n"
+        f"{config.episodes} episodes per task, seeds {config.seed_start}–{config.seed_start + config.episodes - 1}; "
+        f"{'; '.join(summary)}.\n\n{format_table(report)}\n\n"
+        f"![success per task](success.png)\n\n" + ("![rollouts](rollouts.gif)\n" if clips else ""))
+    return report
