@@ -49,6 +49,7 @@ class ScoreConfig:
     def __post_init__(self):
         for t in self.tasks:
             get_task(t)
+        load_policy_class(self.policy)  # an unknown policy fails here, before any work
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.num_envs < 1:
@@ -61,8 +62,8 @@ def _make_vector_env(config: ScoreConfig, task: str, num_envs: int, observe_imag
     make = functools.partial(RoboDeskEnv, task=task, image_size=config.image_size, split=config.split,
                              observe_image=observe_image, render_mode="rgb_array")
     if config.vector == "async" and num_envs > 1:
-        return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.DISABLED)
-    return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.DISABLED)
+        return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
+    return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
 
 
 def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple[list[dict], list[np.ndarray]]:

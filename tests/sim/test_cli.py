@@ -1,0 +1,92 @@
+"""Every `vans-sim` command, run as a user runs it: the installed console script in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VANS_SIM = shutil.which("vans-sim", path=str(Path(sys.executable).parent)) or "vans-sim"
+
+
+def vans_sim(*args, check=True):
+    result = subprocess.run([VANS_SIM, *args], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")})
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_tasks_lists_every_task():
+    out = vans_sim("tasks").stdout
+    for name in ("open_slide", "push_red", "stack", "open_drawer_then_push_red"):
+        assert name in out
+    data = json.loads(vans_sim("tasks", "--json").stdout)
+    assert data["push_red"]["instruction"] == "push the red button"
+    assert sum(t["chained"] for t in data.values()) >= 3
+
+
+def test_help_reads_like_documentation():
+    for cmd in ("record", "score"):
+        text = vans_sim(cmd, "--help").stdout
+        assert "--tasks" in text and "--split" in text and "--out" in text
+
+
+def test_record_and_read_back(tmp_path):
+    out = tmp_path / "data"
+    vans_sim("record", "--tasks", "push_green", "--episodes", "2", "--out", str(out), "--quiet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 2 and summary["successful"] == 2
+    again = vans_sim("record", "--tasks", "push_green", "--episodes", "2", "--out", str(out), "--quiet")
+    assert '"already_complete": true' in again.stdout
+
+
+def test_score_writes_the_report(tmp_path):
+    out = tmp_path / "score"
+    vans_sim("score", "--policy", "expert", "--tasks", "push_blue,open_slide", "--episodes", "3",
+             "--split", "heldout", "--num-envs", "2", "--out", str(out), "--quiet")
+    report = json.loads((out / "report.json").read_text())
+    assert report["policy"] == "expert" and report["split"] == "heldout"
+    task = report["tasks"]["push_blue"]
+    assert set(task) == {"episodes", "successes", "success_rate", "ci95", "mean_steps"}
+    assert task["episodes"] == 3 and task["success_rate"] == 1.0
+    assert 0 <= task["ci95"][0] <= task["success_rate"] <= task["ci95"][1] <= 1
+    assert report["overall"]["success_rate"] == 1.0
+    for name in ("report.md", "success.png", "rollouts.gif"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_random_policy_by_import_path(tmp_path):
+    out = tmp_path / "random"
+    vans_sim("score", "--policy", "vans_sim.policies:RandomPolicy", "--tasks", "push_red", "--episodes", "3",
+             "--num-envs", "2",
+             "--vector", "sync", "--no-video", "--out", str(out), "--quiet")
+    assert json.loads((out / "report.json").read_text())["tasks"]["push_red"]["episodes"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["score", "--policy", "expert", "--tasks", "fly_away", "--out", "x"], "unknown task 'fly_away'"),
+    (["score", "--policy", "teleport", "--tasks", "push_red", "--out", "x"], "unknown policy 'teleport'"),
+    (["record", "--tasks", "push_red", "--episodes", "0", "--out", "x"], "episodes must be >= 1"),
+])
+def test_bad_input_gets_one_clear_line(args, message, tmp_path):
+    result = vans_sim(*[str(tmp_path / "x") if a == "x" else a for a in args], check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x").exists()  # nothing written for a command that failed its checks
+
+
+def test_bad_image_size_is_rejected_by_the_parser(tmp_path):
+    result = vans_sim("record", "--episodes", "1", "--image-size", "100", "--out", str(tmp_path), check=False)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_corrupt_dataset_on_resume_is_named(tmp_path):
+    out = tmp_path / "data"
+    vans_sim("record", "--tasks", "push_red", "--episodes", "1", "--out", str(out), "--quiet")
+    (out / "demo.hdf5").write_bytes(b"\x00" * 100)
+    result = vans_sim("record", "--tasks", "push_red", "--episodes", "1", "--out", str(out), check=False)
+    assert result.returncode == 2 and "demo.hdf5" in result.stderr

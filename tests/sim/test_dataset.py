@@ -1,0 +1,106 @@
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from vans_sim.dataset import DatasetError, DemoDataset
+from vans_sim.record import RecordConfig, _record_shard, record, rollout
+
+CONFIG = RecordConfig(tasks=("push_red", "open_drawer_then_push_red"), episodes=3, perturb_fraction=1 / 3,
+                      shard_size=2)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rec")
+    summary = record(CONFIG, out, workers=2, progress=False)
+    assert summary["episodes"] == 6 and summary["resumed"] is False
+    return out
+
+
+def test_robomimic_layout(dataset_dir):
+    with h5py.File(dataset_dir / "demo.hdf5") as f:
+        assert json.loads(f["data"].attrs["env_args"])["env_name"] == "vans_sim/RoboDesk-v0"
+        demo = f["data/demo_0"]
+        n = demo.attrs["num_samples"]
+        assert demo["actions"].shape == (n, 4)
+        assert demo["obs/image"].shape == (n, 64, 64, 3) and demo["obs/image"].dtype == np.uint8
+        assert demo["next_obs/ee_pos"].shape == (n, 3)
+        assert demo["captions"].shape == (n,)
+        names = {n.decode() for n in f["mask/train"][()]} | {n.decode() for n in f["mask/valid"][()]}
+        assert names == set(f["data"].keys())
+        assert f["data"].attrs["total"] == sum(f[f"data/{k}"].attrs["num_samples"] for k in f["data"])
+
+
+def test_round_trip_matches_a_fresh_rollout(dataset_dir):
+    with DemoDataset(dataset_dir) as ds:
+        assert len(ds) == 6
+        ep = ds.episode(3)  # second task, first episode
+        assert ep.task == "open_drawer_then_push_red" and ep.seed == 0 and not ep.perturbed
+        assert ep.success
+        again = rollout(ep.task, ep.seed, "train", 64)
+        np.testing.assert_array_equal(ep.images, np.asarray(again["obs"]["image"]))
+        np.testing.assert_allclose(ep.actions, np.asarray(again["actions"]), atol=1e-7)
+        assert ep.captions == again["captions"]
+        assert [ds.episode(i).perturbed for i in range(6)] == [False, False, True] * 2
+
+
+def test_next_event_samples(dataset_dir):
+    with DemoDataset(dataset_dir) as ds:
+        samples = list(ds.next_event_samples(context_frames=4, future_frames=8))
+        chained = [s for s in samples if s.task == "open_drawer_then_push_red" and s.episode == 3]
+        assert [s.event for s in chained] == ["reach_drawer_handle", "pull_drawer", "reach_red_button", "press_red_button"]
+        s = chained[2]
+        assert s.context.shape == (4, 64, 64, 3) and s.frames.shape == (8, 64, 64, 3)
+        assert s.actions.shape == (8, 4) and s.action_mask.all()
+        assert "red button" in s.caption and s.instruction.startswith("open the drawer")
+        ep = ds.episode(3)
+        np.testing.assert_array_equal(s.context[-1], ep.images[s.step])
+        np.testing.assert_array_equal(s.frames[0], ep.images[s.step + 1])
+        every = list(ds.next_event_samples(every=10, include_perturbed=True))
+        assert len(every) > len(samples)
+
+
+def test_resume_after_interruption(tmp_path):
+    out = tmp_path / "rec"
+    out.mkdir()
+    (out / "record_args.json").write_text(json.dumps({**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}))
+    (out / "shards").mkdir()
+    plan = CONFIG.episode_plan()
+    _record_shard((CONFIG, str(out), 0, [(i, *plan[i]) for i in range(2)]))  # one shard done, then "killed"
+    (out / "shards" / "shard-00001.tmp").write_bytes(b"half written")  # a shard cut off mid-write
+    summary = record(CONFIG, out, progress=False)
+    assert summary["resumed"] is True and summary["episodes"] == 6
+    assert not (out / "shards").exists()
+    assert record(CONFIG, out, progress=False)["already_complete"] is True
+
+
+def test_other_settings_are_refused(dataset_dir):
+    other = RecordConfig(tasks=("push_red",), episodes=1)
+    with pytest.raises(ValueError, match="other settings"):
+        record(other, dataset_dir, progress=False)
+
+
+def test_corrupt_and_truncated_files_are_named(tmp_path, dataset_dir):
+    garbage = tmp_path / "garbage.hdf5"
+    garbage.write_bytes(b"not an hdf5 file at all")
+    with pytest.raises(DatasetError, match="garbage.hdf5"):
+        DemoDataset(garbage)
+    truncated = tmp_path / "truncated.hdf5"
+    data = (dataset_dir / "demo.hdf5").read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match="truncated.hdf5"):
+        ds = DemoDataset(truncated)
+        for i in range(len(ds)):
+            ds.episode(i)
+    with pytest.raises(DatasetError, match="not found"):
+        DemoDataset(tmp_path / "missing.hdf5")
+
+
+def test_bad_record_settings():
+    with pytest.raises(ValueError, match="unknown task"):
+        RecordConfig(tasks=("nope",), episodes=1)
+    with pytest.raises(ValueError, match="episodes"):
+        RecordConfig(tasks=("push_red",), episodes=0)

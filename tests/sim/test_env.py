@@ -1,0 +1,105 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import vans_sim
+from vans_sim.env import RoboDeskEnv
+from vans_sim.state import OBJECT_STATE_DIM
+
+
+def rollout_images(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    out = [obs]
+    for a in actions:
+        obs, *_ = env.step(a)
+        out.append(obs)
+    return out
+
+
+def test_registered_gym_id_and_spaces():
+    env = gym.make(vans_sim.ENV_ID, task="push_red", image_size=64, split="train")
+    obs, info = env.reset(seed=0)
+    assert env.action_space.shape == (4,)
+    assert float(env.action_space.low.min()) == -1.0 and float(env.action_space.high.max()) == 1.0
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["ee_pos"].shape == (3,) and obs["gripper"].shape == (1,)
+    assert obs["object_state"].shape == (OBJECT_STATE_DIM,)
+    assert env.observation_space.contains(obs)
+    assert info["instruction"] == "push the red button"
+    assert info["event"] == "reach_red_button" and info["success"] is False
+    assert info["caption"] in vans_sim.get_task("push_red").events[0].captions
+    env.close()
+
+
+@pytest.mark.parametrize("size", [64, 128, 256])
+def test_native_image_sizes(size):
+    env = RoboDeskEnv("open_slide", image_size=size)
+    obs, _ = env.reset(seed=1)
+    assert obs["image"].shape == (size, size, 3)
+    assert obs["image"].std() > 10  # a real scene, not a blank buffer
+    env.close()
+
+
+def test_no_render_without_image():
+    env = RoboDeskEnv("push_blue", observe_image=False)
+    obs, _ = env.reset(seed=0)
+    env.step(np.zeros(4))
+    assert "image" not in obs and env._renderer is None
+    assert "image" not in env.observation_space.spaces
+
+
+def test_reset_is_deterministic():
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (15, 4))
+    a = rollout_images(RoboDeskEnv("stack", split="heldout"), 7, actions)
+    b = rollout_images(RoboDeskEnv("stack", split="heldout"), 7, actions)
+    for x, y in zip(a, b):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    c = rollout_images(RoboDeskEnv("stack", split="heldout"), 8, actions)
+    assert not np.array_equal(a[0]["object_state"], c[0]["object_state"])
+
+
+def test_truncation_at_max_episode_steps():
+    env = RoboDeskEnv("open_drawer", observe_image=False, max_episode_steps=5)
+    env.reset(seed=0)
+    flags = [env.step(np.zeros(4))[3] for _ in range(5)]
+    assert flags == [False] * 4 + [True]
+
+
+def test_gripper_moves_with_deltas():
+    env = RoboDeskEnv("push_red", observe_image=False)
+    obs, _ = env.reset(seed=0)
+    for _ in range(5):
+        new, *_ = env.step(np.array([1.0, 0, 0, 0]))
+    assert new["ee_pos"][0] - obs["ee_pos"][0] == pytest.approx(0.1, abs=0.02)
+    closed, *_ = env.step(np.array([0, 0, 0, 1.0]))
+    for _ in range(5):
+        closed, *_ = env.step(np.array([0, 0, 0, 1.0]))
+    assert closed["gripper"][0] < 0.1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"task": "fly_away"}, "unknown task 'fly_away'"),
+    ({"image_size": 100}, "image_size must be one of"),
+    ({"split": "test"}, "split must be one of"),
+    ({"render_mode": "human"}, "render_mode"),
+])
+def test_bad_constructor_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RoboDeskEnv(**kwargs)
+
+
+@pytest.mark.parametrize("action, match", [
+    ([np.nan, 0, 0, 0], "NaN"),
+    ([0, 0, 2.0, 0], "out of range"),
+    ([0, 0, 0], "shape"),
+])
+def test_bad_actions(action, match):
+    env = RoboDeskEnv("push_red", observe_image=False)
+    env.reset(seed=0)
+    before = env.data.qpos.copy()
+    with pytest.raises(ValueError, match=match):
+        env.step(np.array(action))
+    np.testing.assert_array_equal(before, env.data.qpos)  # nothing happened
+    env.step(np.zeros(4))  # and the env still works
