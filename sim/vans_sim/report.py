@@ -28,8 +28,9 @@ def success_bar_plot(tasks: dict[str, dict], title: str, path: Path) -> None:
 
     names = list(tasks)
     rates = np.array([tasks[n]["success_rate"] for n in names]) * 100
-    lo = rates - np.array([tasks[n]["ci95"][0] for n in names]) * 100
-    hi = np.array([tasks[n]["ci95"][1] for n in names]) * 100 - rates
+    # clipped: at 0% or 100% the interval's edge equals the rate up to rounding
+    lo = np.clip(rates - np.array([tasks[n]["ci95"][0] for n in names]) * 100, 0, None)
+    hi = np.clip(np.array([tasks[n]["ci95"][1] for n in names]) * 100 - rates, 0, None)
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
     ax.barh(names, rates, xerr=[lo, hi], color="#4c72b0", capsize=3)
     ax.set_xlim(0, 100)
