@@ -34,6 +34,18 @@ HERE = Path(__file__).resolve().parent
 ROBODESK_PYTHON = HERE.parents[1] / ".bench-venvs" / "robodesk" / "bin" / "python"
 
 
+def machine_description() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores"
+
+
 def steps_per_second(steps: int, observe_image: bool, task: str = "open_slide") -> float:
     env = RoboDeskEnv(task, image_size=64, observe_image=observe_image)
     rng = np.random.default_rng(0)
@@ -78,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict = {
-        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}",
+        "date": date.today().isoformat(), "machine": machine_description(),
         "mujoco_gl": os.environ["MUJOCO_GL"], "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
     results["vans_sim_steps_per_s_image64"] = steps_per_second(args.steps, True)
