@@ -69,7 +69,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         policy=args.policy, tasks=resolve_tasks(args.tasks), episodes=args.episodes, split=args.split,
         seed_start=args.seed_start, image_size=args.image_size, num_envs=args.num_envs,
         vector=args.vector, video=not args.no_video, policy_options=_policy_options(args))
-    report = score(config, args.out, progress=not args.quiet)
+    report = score(config, args.out, progress=not args.quiet, command=" ".join(["vans-sim", *sys.argv[1:]]))
     print(format_table(report))
     print(f"wrote {args.out}/report.json, report.md, success.png" + ("" if args.no_video else ", rollouts.gif"))
     return 0

@@ -140,7 +140,7 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def score(config: ScoreConfig, out: str | Path, progress: bool = True) -> dict:
+def score(config: ScoreConfig, out: str | Path, progress: bool = True, command: str | None = None) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -154,6 +154,7 @@ def score(config: ScoreConfig, out: str | Path, progress: bool = True) -> dict:
                 clips[task] = clip
     report = summarize(config, rows)
     report["seconds"] = time.perf_counter() - started
+    report["command"] = command
     (out / "report.json").write_text(json.dumps(report, indent=2))
     success_bar_plot(report["tasks"], f"{config.policy} on {config.split} "
                      f"({config.episodes} episodes per task)", out / "success.png")
@@ -165,6 +166,7 @@ def score(config: ScoreConfig, out: str | Path, progress: bool = True) -> dict:
         summary.append(f"single-event tasks {o['single_tasks']:.1%}, chained tasks {o['chained_tasks']:.1%}")
     (out / "report.md").write_text(
         f"# `{config.policy}` on the {config.split} split\n\n"
+        + (f"Command: `{command}`\n\n" if command else "") +
         f"{config.episodes} episodes per task, seeds {config.seed_start}–{config.seed_start + config.episodes - 1}; "
         f"{'; '.join(summary)}.\n\n{format_table(report)}\n\n"
         f"![success per task](success.png)\n\n" + ("![rollouts](rollouts.gif)\n" if clips else ""))
