@@ -5,18 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export MUJOCO_GL ?= egl
+# Nothing is ever downloaded at run time: every model is built here or shipped in a package.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
-$(STAMP): constraints.txt sim/pyproject.toml scripts/install_system_deps.sh
+$(STAMP): constraints.txt sim/pyproject.toml engine/pyproject.toml scripts/install_system_deps.sh
 	scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and alone, pinned: the CPU build on this machine's disk, never a CUDA download.
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e sim pytest
+	$(BIN)/pip install -q -c constraints.txt -e sim -e engine pytest
 	touch $(STAMP)
 
 demo: setup

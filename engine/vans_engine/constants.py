@@ -1,0 +1,11 @@
+"""Names shared by the models, the planner, the trainer and the checkpoint files."""
+
+# Batch keys (LeRobot style): tensors in, tensors out.
+FRAMES = "frames"  # (B, N + 1, 3, H, W) float in [-1, 1]: the current frame, then N later frames
+ACTIONS = "actions"  # (B, N, action_dim): the action that led into each later frame
+ACTION_MASK = "action_mask"  # (B, N) bool: False where the episode had ended
+STATE = "observation.state"  # (B, state_dim): proprioception, ee_pos (3) + gripper opening (1)
+
+# Checkpoint layout (diffusers style): one folder per component plus model_index.json.
+MODEL_INDEX = "model_index.json"
+EXPORTED_DIR = "exported"

