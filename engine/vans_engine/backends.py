@@ -71,6 +71,9 @@ def ort_session_options(threads: int | None = None):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or int(os.environ.get("VANS_ORT_THREADS", "0")) or (os.cpu_count() or 1)
     options.inter_op_num_threads = 1
+    # ONNX Runtime's workers spin after each run by default; between our runs PyTorch decodes the
+    # caption on the same cores, and spinning workers would starve it.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

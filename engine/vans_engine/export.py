@@ -9,6 +9,7 @@ they came from, so a planner re-exports when the weights change.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def exports_are_current(folder: Path) -> bool:
 def export_idm_onnx(idm, path: Path, future_frames: int, image_size: int) -> Path:
     """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1] -> (B, K, action_dim)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = idm.to("cpu", torch.float32).eval()
+    module = copy.deepcopy(idm).cpu().float().eval()  # leave the caller's model on its device and dtype
     # A traced batch of 1 would be specialised to a constant; trace 2 and mark the axis symbolic.
     example = torch.zeros(2, future_frames + 1, 3, image_size, image_size)
     program = torch.onnx.export(module, (example,), dynamo=True, input_names=[IDM_INPUT], output_names=[IDM_OUTPUT],

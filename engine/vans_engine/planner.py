@@ -42,6 +42,7 @@ from vans_engine.backends import (
 )
 from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
 from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.vdm.modeling_vdm import load_vdm
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
 from vans_engine.models.vdm.text_encoder import CaptionEncoder
 from vans_engine.models.vlm import NextEventVLM
@@ -208,7 +209,7 @@ class Planner:
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{folder / 'model_index.json'}: bad 'planner' settings ({e})") from e
         vlm = _load(folder / "vlm", NextEventVLM.from_pretrained)
-        vdm = _load(folder / "vdm", WanTransformer3DModel.from_pretrained)
+        vdm = _load(folder / "vdm", load_vdm)
         scheduler = _load(folder / "scheduler", FlowMatchEulerDiscreteScheduler.from_pretrained)
         idm = _load(folder / "idm", InverseDynamicsModel.from_pretrained)
         if idm.config.image_size != config.image_size:
@@ -356,5 +357,5 @@ def _load(path: Path, loader):
         return loader(path)
     except CheckpointError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, FileNotFoundError) as e:
         raise CheckpointError(f"{path}: cannot load ({type(e).__name__}: {e})") from e

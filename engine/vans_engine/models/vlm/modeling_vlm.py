@@ -1,15 +1,20 @@
 """The next-event VLM: context frames + instruction -> the caption of what happens next.
 
-A thin wrapper around transformers' ``Qwen2_5_VLForConditionalGeneration`` and our tokenizer. The
-prompt follows Qwen's chat layout::
+A thin wrapper around transformers' ``Qwen2_5_VLForConditionalGeneration`` and our tokenizer, so the
+same code loads a full-size Qwen2.5-VL checkpoint. The prompt follows Qwen's chat layout::
 
     <|im_start|>user
     <|vision_start|><|video_pad|> x N<|vision_end|>{instruction}<|im_end|>
     <|im_start|>assistant
     {caption}<|im_end|>
 
-Decoding uses the model's KV cache (``generate``). ``generate_captions`` gives the greedy caption or
-G sampled ones (for GRPO); ``compute_loss`` is the cross-entropy on the caption tokens (SFT).
+with N = grid_t * grid_h * grid_w / merge_size**2 (one token per merged 2x2 block of patches).
+``generate_captions`` gives the greedy caption or G sampled ones (GRPO); ``loss`` / ``compute_loss``
+are the cross-entropy on the caption tokens only (SFT).
+
+>>> vlm = NextEventVLM.from_config(train_caption_tokenizer(corpus))
+>>> vlm.generate_captions(frames, "push the red button")  # frames: (T, 64, 64, 3) uint8
+['the gripper presses the red button']
 """
 
 from __future__ import annotations
@@ -22,49 +27,73 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 
 from vans_engine.models.vlm.configuration_vlm import vlm_config
-from vans_engine.models.vlm.tokenizer import IM_END, IM_START, VIDEO_PAD, VISION_END, VISION_START
+from vans_engine.models.vlm.tokenizer import IM_END, IM_START, VISION_END, VISION_START
 from vans_engine.models.vlm.video_patches import video_patches
 
-MAX_INSTRUCTION_TOKENS = 48
-IGNORE_INDEX = -100
-VIDEO_TOKEN_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
+MAX_INSTRUCTION_TOKENS = 48  # the simulator's longest instruction is ~12 tokens
+IGNORE_INDEX = -100  # label of prompt tokens: cross-entropy ignores them
+VIDEO_TOKEN_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video; Qwen's rope index reads them
 
 
 class NextEventVLM:
-    """Args:
+    """Qwen2.5-VL + tokenizer, with our prompt layout and input checks.
+
+    Args:
         model (`Qwen2_5_VLForConditionalGeneration`): the VLM.
         tokenizer (`PreTrainedTokenizerFast`): its tokenizer (see :func:`train_caption_tokenizer`).
+        use_processor (`bool`, *optional*, defaults to `False`): build video patches with transformers'
+            ``Qwen2VLVideoProcessor`` (needs torchvision) instead of our numpy copy of its layout.
     """
 
-    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer: PreTrainedTokenizerFast):
+    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer: PreTrainedTokenizerFast,
+                 use_processor: bool = False):
         self.model = model
         self.tokenizer = tokenizer
+        self.use_processor = use_processor
         vision = model.config.vision_config
         self.patch_size, self.temporal_patch_size = vision.patch_size, vision.temporal_patch_size
         self.merge_size = vision.spatial_merge_size
         self.video_token_id = model.config.video_token_id
         self.eos_token_id = tokenizer.convert_tokens_to_ids(IM_END)
+        # The fixed parts of the prompt, tokenised once.
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self._head = encode(f"{IM_START}user\n{VISION_START}")
+        self._after_video = encode(VISION_END)
+        self._tail = encode(f"{IM_END}\n{IM_START}assistant\n")
 
     # -- construction and checkpoints ----------------------------------------------------------------
 
     @classmethod
     def from_config(cls, tokenizer: PreTrainedTokenizerFast, **sizes) -> "NextEventVLM":
-        """A randomly initialised VLM; ``sizes`` go to :func:`vlm_config`."""
+        """A randomly initialised VLM.
+
+        Args:
+            tokenizer (`PreTrainedTokenizerFast`): from :func:`train_caption_tokenizer`.
+            **sizes: forwarded to :func:`vlm_config` (``hidden_size``, ``patch_size``, ...).
+        """
         return cls(Qwen2_5_VLForConditionalGeneration(vlm_config(tokenizer, **sizes)).eval(), tokenizer)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> "NextEventVLM":
+    def from_pretrained(cls, path: str | Path, use_processor: bool = False) -> "NextEventVLM":
+        """Load ``config.json`` + ``model.safetensors`` + ``tokenizer.json`` from ``path``.
+
+        Args:
+            path (`str` or `Path`): a folder written by :meth:`save_pretrained`, or a Qwen2.5-VL checkpoint.
+            use_processor (`bool`, *optional*, defaults to `False`): see the class docstring.
+        """
         path = Path(path)
-        if not (path / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{path / 'tokenizer.json'}: missing")
+        for name in ("config.json", "tokenizer.json"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name}: missing")
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         if model.config.text_config.vocab_size < len(tokenizer):
             raise ValueError(f"{path / 'config.json'}: vocab_size {model.config.text_config.vocab_size} is smaller "
                              f"than the tokenizer's {len(tokenizer)}")
-        return cls(model.eval(), tokenizer)
+        return cls(model.eval(), tokenizer, use_processor=use_processor)
 
     def save_pretrained(self, path: str | Path) -> None:
+        """Write ``config.json``, ``generation_config.json``, ``model.safetensors`` and the tokenizer files."""
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
@@ -78,54 +107,68 @@ class NextEventVLM:
 
     # -- inputs -------------------------------------------------------------------------------------
 
-    def check_frames(self, frames: np.ndarray) -> np.ndarray:
-        if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be a (T, H, W, 3) array, got {getattr(frames, 'shape', type(frames))}")
+    def check_frames(self, frames: np.ndarray) -> None:
+        """Raise `ValueError` naming what is wrong with a ``(T, H, W, 3)`` uint8 clip."""
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"frames must be a numpy array, got {type(frames).__name__}")
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
+            raise ValueError(f"frames must have shape (T, H, W, 3) with T >= 1, got shape {frames.shape}")
+        if np.issubdtype(frames.dtype, np.floating) and not np.isfinite(frames).all():
+            raise ValueError("frames contain NaN or inf values")
         if frames.dtype != np.uint8:
-            if not np.issubdtype(frames.dtype, np.floating) or not np.isfinite(frames).all():
-                raise ValueError(f"frames must be uint8 or finite floats in [0, 255], got dtype {frames.dtype}"
-                                 + ("" if not np.issubdtype(frames.dtype, np.floating) else " with NaN or inf"))
-            frames = np.clip(frames, 0, 255).astype(np.uint8)
-        return frames
+            raise ValueError(f"frames must have dtype uint8 (0..255), got dtype {frames.dtype}")
+        factor = self.patch_size * self.merge_size
+        if frames.shape[1] % factor or frames.shape[2] % factor:
+            raise ValueError(f"frame size {frames.shape[1]}x{frames.shape[2]} must be a multiple of "
+                             f"patch_size * spatial_merge_size = {factor}")
 
     def instruction_ids(self, instruction: str) -> list[int]:
+        """Token ids of ``instruction``; longer than ``MAX_INSTRUCTION_TOKENS`` is truncated with a warning."""
         if not isinstance(instruction, str) or not instruction.strip():
             raise ValueError(f"instruction must be a non-empty string, got {instruction!r}")
         ids = self.tokenizer(instruction.strip(), add_special_tokens=False)["input_ids"]
         if len(ids) > MAX_INSTRUCTION_TOKENS:
-            warnings.warn(f"instruction of {len(ids)} tokens truncated to {MAX_INSTRUCTION_TOKENS}")
+            warnings.warn(f"instruction of {len(ids)} tokens truncated to {MAX_INSTRUCTION_TOKENS}: {instruction!r}",
+                          stacklevel=3)
             ids = ids[:MAX_INSTRUCTION_TOKENS]
         return ids
-
-    def _prompt_ids(self, num_video_tokens: int, instruction: str) -> list[int]:
-        t = self.tokenizer
-        head = t(f"{IM_START}user\n{VISION_START}", add_special_tokens=False)["input_ids"]
-        tail = t(f"{VISION_END}", add_special_tokens=False)["input_ids"]
-        end = t(f"{IM_END}\n{IM_START}assistant\n", add_special_tokens=False)["input_ids"]
-        return head + [self.video_token_id] * num_video_tokens + tail + self.instruction_ids(instruction) + end
 
     def build_inputs(self, clips: list[np.ndarray], instructions: list[str],
                      captions: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Tokenised, left-padded model inputs for a batch; with ``captions``, also ``labels``.
 
         Args:
-            clips (`list[np.ndarray]`): (T, H, W, 3) uint8 context clips.
+            clips (`list[np.ndarray]`): (T, H, W, 3) uint8 context clips, oldest frame first.
             instructions (`list[str]`): one per clip.
             captions (`list[str]`, *optional*): target captions (training); only their tokens and the
                 closing ``<|im_end|>`` are scored.
+
+        Returns:
+            `dict[str, torch.Tensor]`: ``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
+            ``pixel_values_videos``, ``video_grid_thw`` (and ``labels``), on the model's device.
         """
         if len(clips) != len(instructions) or (captions is not None and len(captions) != len(clips)):
-            raise ValueError("clips, instructions and captions must have the same length")
+            raise ValueError(f"got {len(clips)} clips, {len(instructions)} instructions and "
+                             f"{'no' if captions is None else len(captions)} captions: the counts must match")
         pixel_values, grids, sequences, labels = [], [], [], []
         for k, (clip, instruction) in enumerate(zip(clips, instructions)):
-            patches, grid = video_patches(self.check_frames(clip), self.patch_size, self.temporal_patch_size,
-                                          self.merge_size)
+            self.check_frames(clip)
+            patches, grid = video_patches(clip, self.patch_size, self.temporal_patch_size, self.merge_size,
+                                          use_processor=self.use_processor)
             pixel_values.append(patches)
             grids.append(grid)
-            prompt = self._prompt_ids(len(patches) // self.merge_size**2, instruction)
-            target = [] if captions is None else self.tokenizer(captions[k], add_special_tokens=False)["input_ids"] + [self.eos_token_id]
+            num_video_tokens = len(patches) // self.merge_size**2
+            prompt = (self._head + [self.video_token_id] * num_video_tokens + self._after_video
+                      + self.instruction_ids(instruction) + self._tail)
+            target = []
+            if captions is not None:
+                if not isinstance(captions[k], str) or not captions[k].strip():
+                    raise ValueError(f"target caption must be a non-empty string, got {captions[k]!r}")
+                target = self.tokenizer(captions[k].strip(), add_special_tokens=False)["input_ids"]
+                target = target + [self.eos_token_id]
             sequences.append(prompt + target)
             labels.append([IGNORE_INDEX] * len(prompt) + target)
+        # Left padding, so that generation continues every row from its last prompt token.
         length = max(map(len, sequences))
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (length - len(s)) + s for s in sequences])
@@ -144,36 +187,59 @@ class NextEventVLM:
 
     @torch.no_grad()
     def generate_captions(self, frames: np.ndarray, instruction: str, num_samples: int = 1, do_sample: bool = False,
-                          max_new_tokens: int = 20, seed: int | None = None, temperature: float = 1.0) -> list[str]:
+                          max_new_tokens: int = 20, seed: int | None = None, temperature: float = 1.0,
+                          cache_implementation: str | None = None) -> list[str]:
         """The caption of the next event: greedy, or ``num_samples`` sampled ones.
 
         Args:
             frames (`np.ndarray`): (T, H, W, 3) uint8 context, oldest first.
             instruction (`str`): what should happen; over-long ones are truncated with a warning.
-            num_samples (`int`, defaults to 1): captions to return; more than one needs ``do_sample``.
-            do_sample (`bool`, defaults to False): sample instead of greedy decoding.
-            max_new_tokens (`int`, defaults to 20): longest caption.
-            seed (`int`, *optional*): makes sampling reproducible.
-            temperature (`float`, defaults to 1.0): sampling temperature.
+            num_samples (`int`, *optional*, defaults to 1): captions to return; more than one needs ``do_sample``.
+            do_sample (`bool`, *optional*, defaults to `False`): sample instead of greedy decoding.
+            max_new_tokens (`int`, *optional*, defaults to 20): longest caption, in tokens.
+            seed (`int`, *optional*): makes sampling reproducible without touching the global RNG.
+            temperature (`float`, *optional*, defaults to 1.0): sampling temperature.
+            cache_implementation (`str`, *optional*): transformers' KV cache kind, e.g. ``"static"``.
+
+        Returns:
+            `list[str]`: ``num_samples`` captions.
         """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if num_samples > 1 and not do_sample:
-            raise ValueError("num_samples > 1 needs do_sample=True: greedy decoding gives one caption")
+            raise ValueError(f"num_samples={num_samples} needs do_sample=True: greedy decoding gives one caption")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if do_sample and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         inputs = self.build_inputs([frames], [instruction])
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                      temperature=temperature if do_sample else None, top_k=None, top_p=None,
-                                      num_return_sequences=num_samples, eos_token_id=self.eos_token_id,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+            out = self.model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                temperature=temperature if do_sample else None, top_k=None, top_p=None,
+                num_return_sequences=num_samples, eos_token_id=self.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id, cache_implementation=cache_implementation)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
 
     def compute_loss(self, clips: list[np.ndarray], instructions: list[str],
                      captions: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the caption tokens given frames and instruction (teacher forcing)."""
+        """Cross-entropy of the caption tokens given frames and instruction (teacher forcing), for a batch.
+
+        Args:
+            clips (`list[np.ndarray]`): (T, H, W, 3) uint8 context clips.
+            instructions (`list[str]`): one per clip.
+            captions (`list[str]`): the next event's caption, one per clip.
+
+        Returns:
+            `tuple[torch.Tensor, dict[str, float]]`: the mean loss over caption tokens, and logs.
+        """
         out = self.model(**self.build_inputs(clips, instructions, captions))
         return out.loss, {"loss": out.loss.item()}
+
+    def loss(self, frames: np.ndarray, instruction: str, target_caption: str) -> torch.Tensor:
+        """:meth:`compute_loss` for one sample."""
+        return self.compute_loss([frames], [instruction], [target_caption])[0]

@@ -1,0 +1,45 @@
+"""Helpers for tests: a small, complete, randomly initialised planner checkpoint.
+
+>>> from vans_engine.testing import tiny_checkpoint
+>>> folder = tiny_checkpoint("/tmp/tiny")          # marked "trained": false in model_index.json
+>>> planner = Planner.from_pretrained(folder, backend="onnxruntime")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.vdm import CaptionEncoder, make_scheduler, make_vdm
+from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
+from vans_engine.planner import Planner, PlannerConfig
+
+# Enough text for the tokenizer to learn the words of desk captions and instructions.
+TINY_CORPUS = [
+    "push the red button", "push the green button", "push the blue button", "open the drawer",
+    "open the sliding panel", "lift the upright block", "put the flat block in the bin",
+    "put the ball in the shelf", "stack the upright block on the flat block",
+    "the gripper moves above the red button", "the gripper presses the red button",
+    "the gripper pulls the drawer open", "the gripper grasps the upright block", "the gripper lifts the ball",
+]
+
+
+def tiny_planner(config: PlannerConfig | None = None, seed: int = 0) -> Planner:
+    """A randomly initialised planner with small components (torch backend, CPU)."""
+    config = config or PlannerConfig()
+    torch.manual_seed(seed)
+    tokenizer = train_caption_tokenizer(TINY_CORPUS)
+    vlm = NextEventVLM.from_config(tokenizer, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
+                                   vision_hidden_size=32, vision_depth=1)
+    vdm = make_vdm(num_layers=1, num_attention_heads=2, attention_head_dim=32, ffn_dim=128)
+    idm = InverseDynamicsModel(image_size=config.image_size, channels=(16, 32, 32, 32), hidden_dim=64)
+    return Planner(vlm, CaptionEncoder(), vdm, make_scheduler(), idm, config, backend="torch", trained=False)
+
+
+def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0) -> Path:
+    """Write a complete tiny checkpoint to ``path``, marked untrained; returns the folder."""
+    path = Path(path)
+    tiny_planner(config, seed).save_pretrained(path, trained=False)
+    return path

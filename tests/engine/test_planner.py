@@ -1,0 +1,164 @@
+"""The planner end to end on the tiny checkpoint: backends, parity, checkpoints, bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vans_engine.backends import tensorrt_available
+from vans_engine.checkpoint import CheckpointError, write_model_index
+from vans_engine.planner import Planner
+from vans_engine.testing import tiny_checkpoint
+
+INSTRUCTION = "push the red button"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
+
+
+@pytest.fixture(scope="module")
+def torch_planner(checkpoint):
+    return Planner.from_pretrained(checkpoint, backend="torch")
+
+
+@pytest.fixture(scope="module")
+def ort_planner(checkpoint):
+    return Planner.from_pretrained(checkpoint, backend="onnxruntime")
+
+
+def clip(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+
+
+def copy_of(checkpoint, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns("exported"))
+    return target
+
+
+def test_checkpoint_index(checkpoint):
+    index = json.loads((checkpoint / "model_index.json").read_text())
+    assert index["trained"] is False and index["image_size"] == 64
+    assert index["vdm"] == ["diffusers", "WanTransformer3DModel"]
+    assert index["vlm"] == ["transformers", "Qwen2_5_VLForConditionalGeneration"]
+    assert {"vdm/config.json", "idm/config.json", "vlm/tokenizer.json"} <= set(index["files"])
+    assert all(len(h) == 64 for h in index["files"].values())
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_plan_shapes(backend, torch_planner, ort_planner):
+    planner = torch_planner if backend == "torch" else ort_planner
+    plan = planner.plan(clip(), INSTRUCTION, seed=0)
+    assert isinstance(plan.caption, str)
+    assert plan.frames.shape == (8, 64, 64, 3) and plan.frames.dtype == np.uint8
+    assert plan.actions.shape == (8, 4) and np.abs(plan.actions).max() <= 1
+    assert set(plan.timings) == {"vlm", "text", "vdm", "idm", "total"}
+
+
+def test_onnxruntime_matches_pytorch(torch_planner, ort_planner):
+    """Same inputs and seed: frames agree to 1/255 (one uint8 level), actions to 1e-4."""
+    a = torch_planner.plan(clip(1), INSTRUCTION, seed=5, steps=3)
+    b = ort_planner.plan(clip(1), INSTRUCTION, seed=5, steps=3)
+    assert a.caption == b.caption
+    assert np.abs(a.frames.astype(int) - b.frames).max() <= 1
+    np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
+
+
+def test_seed_and_samples(ort_planner):
+    a = ort_planner.plan(clip(), INSTRUCTION, seed=7)
+    b = ort_planner.plan(clip(), INSTRUCTION, seed=7)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    many = ort_planner.plan(clip(), INSTRUCTION, num_samples=3, seed=7)
+    assert len(many.alternatives) == 2
+    assert not np.array_equal(many.frames, many.alternatives[0].frames)
+
+
+def test_batched_planning(ort_planner):
+    plans = ort_planner.plan_batch(np.stack([clip(0), clip(1), clip(2)]), [INSTRUCTION] * 3, seed=0)
+    assert len(plans) == 3 and all(p.actions.shape == (8, 4) for p in plans)
+
+
+def test_exports_follow_the_weights(checkpoint, tmp_path):
+    from vans_engine.export import exports_are_current
+
+    folder = copy_of(checkpoint, tmp_path)
+    Planner.from_pretrained(folder, backend="onnxruntime")
+    assert exports_are_current(folder)
+    (folder / "idm" / "config.json").write_text((folder / "idm" / "config.json").read_text() + " ")
+    assert not exports_are_current(folder)
+
+
+def test_missing_file_is_named(checkpoint, tmp_path):
+    folder = copy_of(checkpoint, tmp_path)
+    (folder / "vdm" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="vdm/config.json: missing"):
+        Planner.from_pretrained(folder)
+
+
+def test_wrong_hash_is_named(checkpoint, tmp_path):
+    folder = copy_of(checkpoint, tmp_path)
+    weights = folder / "idm" / "diffusion_pytorch_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors: sha256 mismatch"):
+        Planner.from_pretrained(folder)
+
+
+def test_shape_mismatch_is_named(checkpoint, tmp_path):
+    folder = copy_of(checkpoint, tmp_path)
+    config = json.loads((folder / "idm" / "config.json").read_text())
+    config["hidden_dim"] = 32
+    (folder / "idm" / "config.json").write_text(json.dumps(config))
+    index = json.loads((folder / "model_index.json").read_text())
+    index.pop("files")
+    write_model_index(folder, index)  # hashes fine, shapes wrong
+    with pytest.raises(CheckpointError, match="idm"):
+        Planner.from_pretrained(folder)
+
+
+def test_wrong_image_size_is_named(checkpoint, tmp_path):
+    folder = copy_of(checkpoint, tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    index.pop("files")
+    index["planner"]["image_size"] = 128
+    write_model_index(folder, index)
+    with pytest.raises(CheckpointError, match="idm/config.json: image_size 64"):
+        Planner.from_pretrained(folder)
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        Planner.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "model_index.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt JSON"):
+        Planner.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("frames, message", [
+    (np.zeros((4, 32, 32, 3), np.uint8), "shape"),
+    (np.zeros((4, 64, 64, 3), np.int32), "dtype"),
+    (np.full((4, 64, 64, 3), np.nan, np.float32), "NaN"),
+    (np.zeros((64, 64, 3), np.uint8), "frames must be"),
+])
+def test_bad_frames(ort_planner, frames, message):
+    with pytest.raises(ValueError, match=message):
+        ort_planner.plan(frames, INSTRUCTION)
+
+
+def test_bad_instructions(ort_planner):
+    with pytest.raises(ValueError, match="non-empty"):
+        ort_planner.plan(clip(), "")
+    with pytest.warns(UserWarning, match="truncated"):
+        ort_planner.plan(clip(), "push the red button and then " * 20)
+
+
+def test_tensorrt_backend(checkpoint):
+    ok, why = tensorrt_available()
+    if not ok:
+        pytest.skip(f"TensorRT cannot run here: {why}")
+    planner = Planner.from_pretrained(checkpoint, backend="tensorrt", device="cuda")
+    assert planner.plan(clip(), INSTRUCTION, seed=0).actions.shape == (8, 4)
