@@ -1,116 +1,220 @@
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
+from transformers import PreTrainedTokenizerFast
+from vans_sim.tasks import TASKS
 
-from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer, video_patches
+from vans_engine.models.vlm import SPECIAL_TOKENS, NextEventVLM, train_caption_tokenizer, video_patches
+from vans_engine.models.vlm.video_patches import CLIP_MEAN, CLIP_STD
 
-CORPUS = ["push the red button", "open the drawer", "the gripper presses the red button",
-          "the gripper pulls the drawer open", "the gripper moves above the red button"]
-INSTRUCTION = "push the red button"
+PATCH, TEMPORAL, MERGE = 8, 2, 2
+INSTRUCTION = TASKS[next(iter(TASKS))].instruction
+
+
+def corpus() -> list[str]:
+    return [task.instruction for task in TASKS.values()] + [
+        caption for task in TASKS.values() for event in task.events for caption in event.captions]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return train_caption_tokenizer(CORPUS)
+    return train_caption_tokenizer(corpus())
 
 
 @pytest.fixture(scope="module")
 def vlm(tokenizer):
     torch.manual_seed(0)
-    return NextEventVLM.from_config(tokenizer, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                                    vision_hidden_size=32, vision_depth=1)
+    return NextEventVLM.from_config(tokenizer)
 
 
-def clip(seed=0, t=4):
-    return np.random.default_rng(seed).integers(0, 256, (t, 64, 64, 3), dtype=np.uint8)
+@pytest.fixture(scope="module")
+def frames():
+    return np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
 
 
-def test_tokenizer_round_trip(tokenizer):
-    for text in CORPUS + ["an instruction with words it never saw: déjà vu 42"]:
+# -- tokenizer --------------------------------------------------------------------------------------
+
+def test_tokenizer_round_trips_every_caption_and_keeps_special_tokens_whole(tokenizer, tmp_path):
+    for text in corpus():
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.decode(ids) == text
-    assert len(tokenizer("the gripper presses the red button", add_special_tokens=False)["input_ids"]) <= 8
+    for token in SPECIAL_TOKENS:
+        assert len(tokenizer(token, add_special_tokens=False)["input_ids"]) == 1, token
+    # Text unseen in training still encodes (byte fallback) and the saved tokenizer.json reloads.
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = PreTrainedTokenizerFast.from_pretrained(tmp_path)
+    text = "Zebra! put the 🍎 in the bin"
+    assert reloaded.decode(reloaded(text)["input_ids"]) == text
+    assert (tmp_path / "tokenizer.json").is_file()
 
 
-def test_patch_layout_matches_qwen_processor():
-    """A two-frame clip of one repeated image is what Qwen's image processor patchifies for that image."""
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+# -- configuration ---------------------------------------------------------------------------------
 
-    image = clip(1, 1)[0]
-    processor = Qwen2VLImageProcessorPil(patch_size=8, temporal_patch_size=2, merge_size=2,
-                                         min_pixels=64 * 64, max_pixels=64 * 64)
-    expected = processor(images=[image], return_tensors="np")
-    ours, grid = video_patches(np.stack([image, image]), patch_size=8, temporal_patch_size=2, merge_size=2)
-    np.testing.assert_array_equal(grid, expected["image_grid_thw"])
-    np.testing.assert_allclose(ours, expected["pixel_values"], atol=1e-5)
-
-
-def test_patch_layout_of_a_moving_clip():
-    """Each row holds one patch: channels, then the frames of its temporal group, then rows and columns,
-    and each 2x2 block of patches is contiguous, as in Qwen2VLVideoProcessor.patchify."""
-    frames = clip(2, 4)
-    patches, grid = video_patches(frames, patch_size=8, temporal_patch_size=2, merge_size=2)
-    assert grid.tolist() == [[2, 8, 8]] and patches.shape == (128, 3 * 2 * 8 * 8)
-    pixels = (frames.astype(np.float32) / 255 - [0.48145466, 0.4578275, 0.40821073]) / [0.26862954, 0.26130258, 0.27577711]
-    # token 1 of temporal group 1 is block (0, 0), in-block position (0, 1): patch row 0, column 1
-    row = patches[64 + 1].reshape(3, 2, 8, 8)
-    np.testing.assert_allclose(row[:, 0], pixels[2, 0:8, 8:16].transpose(2, 0, 1), atol=1e-5)
-    np.testing.assert_allclose(row[:, 1], pixels[3, 0:8, 8:16].transpose(2, 0, 1), atol=1e-5)
-    # token 4 starts the second 2x2 block: patch row 0, column 2
-    np.testing.assert_allclose(patches[4].reshape(3, 2, 8, 8)[:, 0], pixels[0, 0:8, 16:24].transpose(2, 0, 1), atol=1e-5)
-    # an odd clip is padded with its last frame
-    odd, odd_grid = video_patches(frames[:3], 8, 2, 2)
-    assert odd_grid.tolist() == [[2, 8, 8]]
-    np.testing.assert_allclose(odd.reshape(128, 3, 2, 64)[64:, :, 1], odd.reshape(128, 3, 2, 64)[64:, :, 0])
+def test_config_is_a_consistent_qwen2_5_vl_config(vlm, tokenizer):
+    config = vlm.model.config
+    assert config.model_type == "qwen2_5_vl"
+    text, vision = config.text_config, config.vision_config
+    head_dim = text.hidden_size // text.num_attention_heads
+    # Multimodal RoPE: the (t, h, w) sections must fill the rotary half of each head.
+    assert sum(text.rope_parameters["mrope_section"]) == head_dim // 2
+    assert text.vocab_size == len(tokenizer) and vision.out_hidden_size == text.hidden_size
+    assert config.video_token_id == tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
 
 
-def test_generation_greedy_and_sampled(vlm):
-    greedy = vlm.generate_captions(clip(), INSTRUCTION, max_new_tokens=6)
+# -- video patches ----------------------------------------------------------------------------------
+
+def rederived_patches(frames: np.ndarray) -> np.ndarray:
+    """Qwen's layout rebuilt one patch at a time, from the order its video processor documents:
+    rows run over (t, block row, block col, row in block, col in block), columns over (C, t, y, x)."""
+    pixels = ((frames.astype(np.float64) / 255 - CLIP_MEAN) / CLIP_STD).transpose(0, 3, 1, 2)  # T, C, H, W
+    grid_t, grid_h, grid_w = len(frames) // TEMPORAL, frames.shape[1] // PATCH, frames.shape[2] // PATCH
+    rows = []
+    for t in range(grid_t):
+        for block_y in range(grid_h // MERGE):
+            for block_x in range(grid_w // MERGE):
+                for in_y in range(MERGE):
+                    for in_x in range(MERGE):
+                        y, x = (block_y * MERGE + in_y) * PATCH, (block_x * MERGE + in_x) * PATCH
+                        cube = pixels[t * TEMPORAL:(t + 1) * TEMPORAL, :, y:y + PATCH, x:x + PATCH]  # T, C, p, p
+                        rows.append(cube.transpose(1, 0, 2, 3).ravel())
+    return np.stack(rows)
+
+
+def test_patch_layout_matches_a_patch_by_patch_rederivation(frames):
+    patches, grid = video_patches(frames, PATCH, TEMPORAL, MERGE)
+    assert patches.shape == (2 * 8 * 8, 3 * TEMPORAL * PATCH * PATCH) and patches.dtype == np.float32
+    assert grid.tolist() == [[2, 8, 8]]
+    np.testing.assert_allclose(patches, rederived_patches(frames), atol=1e-5)
+
+
+def test_odd_clip_is_padded_with_its_last_frame(frames):
+    patches, grid = video_patches(frames[:3], PATCH, TEMPORAL, MERGE)
+    assert grid.tolist() == [[2, 8, 8]]
+    np.testing.assert_allclose(patches, rederived_patches(frames[[0, 1, 2, 2]]), atol=1e-5)
+
+
+def test_patch_layout_matches_transformers_image_processor(frames):
+    """Qwen's image processor patchifies a still image as a clip of ``temporal_patch_size`` copies of
+    it, in the video layout: a clip of repeated frames must give the same rows, time group by time group."""
+    try:  # the numpy/PIL backend; the default backend imports torchvision, which we cannot install
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    except ImportError as error:
+        pytest.skip(f"Qwen2VLImageProcessorPil does not import here ({error}); the re-derivation test still runs")
+    processor = Qwen2VLImageProcessorPil(patch_size=PATCH, temporal_patch_size=TEMPORAL, merge_size=MERGE)
+    stills = frames[::2]  # one image per time group
+    expected = processor(images=list(stills), do_resize=False, return_tensors="np")
+    assert expected["image_grid_thw"].tolist() == [[1, 8, 8]] * len(stills)
+    patches, grid = video_patches(np.repeat(stills, TEMPORAL, axis=0), PATCH, TEMPORAL, MERGE)
+    assert grid.tolist() == [[len(stills), 8, 8]]
+    np.testing.assert_allclose(patches, expected["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="Qwen2VLVideoProcessor needs torchvision, which is not installed beside our torch")
+def test_processor_path_matches_numpy_path(frames):
+    ours = video_patches(frames, PATCH, TEMPORAL, MERGE)
+    theirs = video_patches(frames, PATCH, TEMPORAL, MERGE, use_processor=True)
+    np.testing.assert_allclose(ours[0], theirs[0], atol=1e-5)
+    np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+# -- prompt, generation, loss ------------------------------------------------------------------------
+
+def test_prompt_has_one_video_token_per_merged_block(vlm, frames):
+    inputs = vlm.build_inputs([frames], [INSTRUCTION])
+    grid = inputs["video_grid_thw"][0]
+    assert (inputs["input_ids"] == vlm.video_token_id).sum() == grid.prod() // MERGE**2 == 32
+    assert inputs["pixel_values_videos"].shape == (grid.prod(), 3 * TEMPORAL * PATCH * PATCH)
+    assert inputs["attention_mask"].all()
+    text = vlm.tokenizer.decode(inputs["input_ids"][0])
+    assert text.startswith("<|im_start|>user\n<|vision_start|><|video_pad|>")
+    assert text.endswith(f"<|vision_end|>{INSTRUCTION}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_generation_returns_strings_and_seeded_samples_repeat(vlm, frames):
+    greedy = vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8)
     assert len(greedy) == 1 and isinstance(greedy[0], str)
-    a = vlm.generate_captions(clip(), INSTRUCTION, num_samples=4, do_sample=True, seed=3, max_new_tokens=6)
-    b = vlm.generate_captions(clip(), INSTRUCTION, num_samples=4, do_sample=True, seed=3, max_new_tokens=6)
-    assert len(a) == 4 and a == b
+    assert vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8) == greedy
+    samples = vlm.generate_captions(frames, INSTRUCTION, num_samples=4, do_sample=True, max_new_tokens=8, seed=3)
+    assert len(samples) == 4 and all(isinstance(s, str) for s in samples)
+    again = vlm.generate_captions(frames, INSTRUCTION, num_samples=4, do_sample=True, max_new_tokens=8, seed=3)
+    assert again == samples
+    other = vlm.generate_captions(frames, INSTRUCTION, num_samples=4, do_sample=True, max_new_tokens=8, seed=4)
+    assert other != samples
 
 
-def test_sft_loss_falls_and_greedy_learns_the_caption(tokenizer):
+def test_static_cache_gives_the_same_greedy_caption(vlm, frames):
+    assert vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8, cache_implementation="static") == \
+        vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8)
+
+
+def test_loss_scores_the_caption_only_and_falls_when_overfitting(tokenizer, frames):
     torch.manual_seed(0)
-    vlm = NextEventVLM.from_config(tokenizer, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                                   vision_hidden_size=32, vision_depth=1)
+    vlm = NextEventVLM.from_config(tokenizer)
+    caption = TASKS[next(iter(TASKS))].events[0].captions[0]
+    inputs = vlm.build_inputs([frames], [INSTRUCTION], [caption])
+    scored = inputs["labels"][inputs["labels"] != -100]
+    assert vlm.tokenizer.decode(scored) == caption + "<|im_end|>"
+
     vlm.model.train()
-    opt = torch.optim.AdamW(vlm.model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(vlm.model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(25):
-        loss, info = vlm.compute_loss([clip()], [INSTRUCTION], ["the gripper presses the red button"])
-        opt.zero_grad()
+    for _ in range(20):
+        loss = vlm.loss(frames, INSTRUCTION, caption)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        losses.append(info["loss"])
+        optimizer.step()
+        losses.append(loss.item())
     vlm.model.eval()
-    assert np.isfinite(losses).all() and losses[-1] < 0.2 * losses[0]
-    assert vlm.generate_captions(clip(), INSTRUCTION, max_new_tokens=10) == ["the gripper presses the red button"]
+    assert losses[-1] < 0.2 * losses[0], losses
 
 
-def test_save_and_load_round_trip(vlm, tmp_path):
-    vlm.save_pretrained(tmp_path / "vlm")
-    assert (tmp_path / "vlm" / "tokenizer.json").exists()
-    loaded = NextEventVLM.from_pretrained(tmp_path / "vlm")
-    assert loaded.generate_captions(clip(), INSTRUCTION, max_new_tokens=8) == \
-        vlm.generate_captions(clip(), INSTRUCTION, max_new_tokens=8)
+def test_save_and_load_give_the_same_greedy_caption(vlm, frames, tmp_path):
+    vlm.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    loaded = NextEventVLM.from_pretrained(tmp_path)
+    assert loaded.generate_captions(frames, INSTRUCTION, max_new_tokens=12) == \
+        vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=12)
 
 
-@pytest.mark.parametrize("frames, message", [
-    (np.zeros((4, 64, 64), np.uint8), "frames must be"),
+def test_missing_checkpoint_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        NextEventVLM.from_pretrained(tmp_path)
+
+
+# -- bad inputs ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((4, 64, 64), np.uint8), "shape"),
+    (np.zeros((4, 64, 64, 4), np.uint8), "shape"),
+    (np.zeros((4, 60, 64, 3), np.uint8), "multiple of"),
+    (np.zeros((4, 64, 64, 3), np.float32), "uint8"),
     (np.full((4, 64, 64, 3), np.nan, np.float32), "NaN"),
-    (np.zeros((4, 64, 64, 3), np.int64), "uint8"),
-    (np.zeros((4, 60, 60, 3), np.uint8), "multiple of"),
+    ([[0]], "numpy array"),
 ])
-def test_bad_frames(vlm, frames, message):
+def test_bad_frames_raise(vlm, bad, message):
     with pytest.raises(ValueError, match=message):
-        vlm.generate_captions(frames, INSTRUCTION)
+        vlm.generate_captions(bad, INSTRUCTION)
 
 
-def test_bad_and_long_instructions(vlm):
-    with pytest.raises(ValueError, match="non-empty"):
-        vlm.generate_captions(clip(), "   ")
+@pytest.mark.parametrize("instruction", ["", "   ", None])
+def test_empty_instruction_raises(vlm, frames, instruction):
+    with pytest.raises(ValueError, match="instruction"):
+        vlm.generate_captions(frames, instruction)
+
+
+def test_bad_sampling_arguments_raise(vlm, frames):
+    with pytest.raises(ValueError, match="do_sample"):
+        vlm.generate_captions(frames, INSTRUCTION, num_samples=2)
+    with pytest.raises(ValueError, match="temperature"):
+        vlm.generate_captions(frames, INSTRUCTION, num_samples=2, do_sample=True, temperature=0.0)
+
+
+def test_long_instruction_is_truncated_with_a_warning(vlm, frames):
     with pytest.warns(UserWarning, match="truncated"):
-        vlm.generate_captions(clip(), "push the red button " * 40, max_new_tokens=2)
+        captions = vlm.generate_captions(frames, " ".join([INSTRUCTION] * 20), max_new_tokens=4)
+    assert len(captions) == 1
