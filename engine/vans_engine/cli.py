@@ -63,7 +63,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vans_engine.bench import run_bench
 
     result = run_bench(args.model, backend=args.backend, device=args.device, steps=args.steps,
-                       repeats=args.repeats, batch_sizes=tuple(args.batch_sizes))
+                       repeats=args.repeats, batch_sizes=tuple(args.batch_sizes),
+                       cuda_graphs=not args.no_cuda_graphs, caption_tokens=args.caption_tokens)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--repeats", type=int, default=20, help="timed plans at batch 1")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16], help="batches to measure plans/s at")
+    p.add_argument("--caption-tokens", type=int, default=16, help="tokens every timed caption is decoded to")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="torch on CUDA: float32 eager instead of bf16 with CUDA graphs")
     p.add_argument("--json", help="write the results here")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -26,20 +26,33 @@ TINY_CORPUS = [
 ]
 
 
-def tiny_planner(config: PlannerConfig | None = None, seed: int = 0) -> Planner:
-    """A randomly initialised planner with small components (torch backend, CPU)."""
-    config = config or PlannerConfig()
+# Component sizes: "tiny" for tests, "default" is the architecture the shipped model trains
+# (used untrained by benchmarks, whose timings do not depend on the weights).
+SIZES = {
+    "tiny": {
+        "vlm": {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "vision_hidden_size": 32,
+                "vision_depth": 1},
+        "vdm": {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128},
+        "idm": {"channels": (16, 32, 32, 32), "hidden_dim": 64},
+    },
+    "default": {"vlm": {}, "vdm": {}, "idm": {}},
+}
+
+
+def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed: int = 0) -> Planner:
+    """A randomly initialised planner (torch backend, CPU) with components of the given ``size``."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
+    sizes, config = SIZES[size], config or PlannerConfig()
     torch.manual_seed(seed)
-    tokenizer = train_caption_tokenizer(TINY_CORPUS)
-    vlm = NextEventVLM.from_config(tokenizer, hidden_size=64, num_hidden_layers=2, intermediate_size=128,
-                                   vision_hidden_size=32, vision_depth=1)
-    vdm = make_vdm(num_layers=1, num_attention_heads=2, attention_head_dim=32, ffn_dim=128)
-    idm = InverseDynamicsModel(image_size=config.image_size, channels=(16, 32, 32, 32), hidden_dim=64)
+    vlm = NextEventVLM.from_config(train_caption_tokenizer(TINY_CORPUS), **sizes["vlm"])
+    vdm = make_vdm(**sizes["vdm"])
+    idm = InverseDynamicsModel(image_size=config.image_size, **sizes["idm"])
     return Planner(vlm, CaptionEncoder(), vdm, make_scheduler(), idm, config, backend="torch", trained=False)
 
 
-def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint to ``path``, marked untrained; returns the folder."""
+def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a complete, randomly initialised checkpoint to ``path``, marked untrained; returns the folder."""
     path = Path(path)
-    tiny_planner(config, seed).save_pretrained(path, trained=False)
+    random_planner(size, config, seed).save_pretrained(path, trained=False)
     return path

