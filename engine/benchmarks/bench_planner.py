@@ -58,6 +58,8 @@ def main() -> None:
                 "torch_bf16_cuda_graphs": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64)),
                 "torch_fp32_eager": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64),
                                               cuda_graphs=False),
+                "torch_bf16_cuda_graphs_static_caption_cache": run_bench(
+                    model, "torch", args.device, args.steps, args.repeats, (1, 16, 64), caption_cache="static"),
             }
             fast, slow = runs["torch_bf16_cuda_graphs"], runs["torch_fp32_eager"]
             ratios = {

@@ -26,16 +26,18 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def run_bench(model: str, backend: str = "onnxruntime", device: str = "cpu", steps: int | None = None,
               repeats: int = 20, batch_sizes: tuple[int, ...] = (1, 16), cuda_graphs: bool = True,
-              caption_tokens: int = 16) -> dict:
+              caption_tokens: int = 16, caption_cache: str | None = None) -> dict:
     """Time the planner; see the module docstring.
 
     Args:
         caption_tokens (`int`, defaults to 16): every caption is decoded to exactly this many tokens,
             so that trained and untrained checkpoints (which may stop at once) are timed alike.
+        caption_cache (`str`, *optional*): transformers' KV cache for caption decoding ("static").
     """
     planner = Planner.from_pretrained(model, backend=backend, device=device, cuda_graphs=cuda_graphs)
     cfg = planner.config
     cfg.max_caption_tokens = planner.min_caption_tokens = caption_tokens
+    planner.caption_cache = caption_cache
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (cfg.context_frames, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
     steps = steps or cfg.num_inference_steps
@@ -75,7 +77,7 @@ def run_bench(model: str, backend: str = "onnxruntime", device: str = "cpu", ste
         "image_size": cfg.image_size, "context_frames": cfg.context_frames, "future_frames": cfg.future_frames,
         "plan_ms": _percentiles(stages.pop("total")),
         "plan_ms_reused_caption": _percentiles(reused), "caption_tokens": caption_tokens,
-        "cuda_graphs": planner.cuda_graphs,
+        "cuda_graphs": planner.cuda_graphs, "caption_cache": caption_cache or "dynamic",
         "stage_ms": {name: _percentiles(v) for name, v in stages.items()},
         "peak_memory_mb": peak_mb, "trained": planner.trained,
         "machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),

@@ -152,6 +152,9 @@ class Planner:
         self.trained = trained
         self._encode_caption = lru_cache(maxsize=256)(self._encode_caption_uncached)
         self.min_caption_tokens = 0  # benchmarks set it to time captions of a fixed length
+        # transformers' KV cache for caption decoding; "static" lets generate() compile the decoding
+        # step into CUDA graphs on a GPU (transformers does so by itself for static caches).
+        self.caption_cache: str | None = None
         self._build_runners()
 
     # -- components and backends -------------------------------------------------------------------
@@ -319,12 +322,11 @@ class Planner:
             if len(captions) != batch or num_samples != 1:
                 raise ValueError(f"captions must hold one caption per clip ({batch}) and num_samples must be 1")
         else:
-            captions = []
-            for i, (clip, text) in enumerate(zip(frames, instructions)):
-                captions += self.vlm.generate_captions(
-                    clip, text, num_samples=num_samples, do_sample=num_samples > 1,
-                    max_new_tokens=self.config.max_caption_tokens, min_new_tokens=self.min_caption_tokens,
-                    seed=None if seed is None else seed + i)
+            per_clip = self.vlm.generate_captions_batch(
+                list(frames), instructions, num_samples=num_samples, do_sample=num_samples > 1,
+                max_new_tokens=self.config.max_caption_tokens, min_new_tokens=self.min_caption_tokens, seed=seed,
+                cache_implementation=self.caption_cache)
+            captions = [c for group in per_clip for c in group]
         timings["vlm"] = (time.perf_counter() - t0) * 1000
 
         # 3. Caption tokens for the VDM's cross-attention (cached: captions repeat across plans)

@@ -232,3 +232,12 @@ def test_long_instruction_is_truncated_with_a_warning(vlm, frames):
     with pytest.warns(UserWarning, match="truncated"):
         captions = vlm.generate_captions(frames, " ".join([INSTRUCTION] * 20), max_new_tokens=4)
     assert len(captions) == 1
+
+
+def test_batched_captions_match_one_by_one(vlm, frames):
+    """Left-padded batches give each clip the greedy caption it gets alone."""
+    clips = [frames, frames[::-1].copy()]
+    instructions = [INSTRUCTION, "open the drawer and then push the red button"]
+    batched = vlm.generate_captions_batch(clips, instructions, max_new_tokens=6, min_new_tokens=6)
+    alone = [vlm.generate_captions(c, i, max_new_tokens=6, min_new_tokens=6) for c, i in zip(clips, instructions)]
+    assert batched == alone

@@ -185,7 +185,6 @@ class NextEventVLM:
 
     # -- inference and training ---------------------------------------------------------------------
 
-    @torch.no_grad()
     def generate_captions(self, frames: np.ndarray, instruction: str, num_samples: int = 1, do_sample: bool = False,
                           max_new_tokens: int = 20, seed: int | None = None, temperature: float = 1.0,
                           min_new_tokens: int = 0, cache_implementation: str | None = None) -> list[str]:
@@ -206,6 +205,21 @@ class NextEventVLM:
         Returns:
             `list[str]`: ``num_samples`` captions.
         """
+        return self.generate_captions_batch(
+            [frames], [instruction], num_samples=num_samples, do_sample=do_sample, max_new_tokens=max_new_tokens,
+            seed=seed, temperature=temperature, min_new_tokens=min_new_tokens,
+            cache_implementation=cache_implementation)[0]
+
+    @torch.no_grad()
+    def generate_captions_batch(self, clips: list[np.ndarray], instructions: list[str], num_samples: int = 1,
+                                do_sample: bool = False, max_new_tokens: int = 20, seed: int | None = None,
+                                temperature: float = 1.0, min_new_tokens: int = 0,
+                                cache_implementation: str | None = None) -> list[list[str]]:
+        """:meth:`generate_captions` for several clips in one ``generate`` call (left-padded prompts).
+
+        Returns:
+            `list[list[str]]`: ``num_samples`` captions per clip.
+        """
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         if num_samples > 1 and not do_sample:
@@ -215,7 +229,7 @@ class NextEventVLM:
                              f"min_new_tokens={min_new_tokens}, max_new_tokens={max_new_tokens}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        inputs = self.build_inputs([frames], [instruction])
+        inputs = self.build_inputs(clips, instructions)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
@@ -225,8 +239,9 @@ class NextEventVLM:
                 temperature=temperature if do_sample else None, top_k=None, top_p=None,
                 num_return_sequences=num_samples, eos_token_id=self.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id, cache_implementation=cache_implementation)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip()
+                 for row in out[:, inputs["input_ids"].shape[1]:]]
+        return [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(clips))]
 
     def compute_loss(self, clips: list[np.ndarray], instructions: list[str],
                      captions: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
