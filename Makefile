@@ -32,6 +32,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python sim/benchmarks/bench_sim.py --out benchmarks/results/sim.json
+	$(BIN)/python engine/benchmarks/bench_planner.py --device cpu --out benchmarks/results/planner_cpu.json
 
 clean:
 	rm -rf $(VENV) outputs

@@ -23,13 +23,16 @@ class PlannerPolicy:
         backend (`str`, defaults to `"onnxruntime"`), device (`str`, defaults to `"cpu"`).
         replan_every (`int`, *optional*): steps between plans; by default half the predicted frames.
         steps (`int`, *optional*): denoising steps; the checkpoint's default otherwise.
+        reuse_caption (`int`, defaults to 0): plans that reuse the previous plan's caption before the
+            VLM is asked again. Captions change once per event, several plans apart; reusing one skips
+            the slowest stage on a GPU. 0 asks the VLM at every plan.
     """
 
     needs_image = True
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
-                 steps: int | None = None):
+                 steps: int | None = None, reuse_caption: int = 0):
         from vans_sim.tasks import get_task
 
         if model is None:
@@ -41,8 +44,13 @@ class PlannerPolicy:
         self.replan_every = replan_every or max(1, self.planner.config.future_frames // 2)
         if not 1 <= self.replan_every <= self.planner.config.future_frames:
             raise ValueError(f"replan_every must be in [1, {self.planner.config.future_frames}], got {self.replan_every}")
+        if reuse_caption < 0:
+            raise ValueError(f"reuse_caption must be >= 0, got {reuse_caption}")
         self.steps = steps
         self.seed = seed
+        self.reuse_caption = reuse_caption
+        self.captions: list[str | None] = [None] * num_envs
+        self.caption_age = [0] * num_envs
         self.history: list[list[np.ndarray]] = [[] for _ in range(num_envs)]
         self.queued: list[np.ndarray] = [np.zeros((0, 4), np.float32) for _ in range(num_envs)]
 
@@ -50,6 +58,7 @@ class PlannerPolicy:
         for i in env_ids:
             self.history[i] = []
             self.queued[i] = np.zeros((0, 4), np.float32)
+            self.captions[i] = None
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         for i in range(self.num_envs):
@@ -60,12 +69,20 @@ class PlannerPolicy:
                 frames.append(obs["image"][i])
                 del frames[:-self.context_frames]
         need = [i for i in range(self.num_envs) if len(self.queued[i]) == 0]
-        if need:
-            plans = self.planner.plan_batch(np.stack([np.stack(self.history[i]) for i in need]),
-                                            [self.instruction] * len(need), steps=self.steps, seed=self.seed)
+        # Environments whose caption is fresh enough reuse it; the others ask the VLM.
+        reuse = [i for i in need if self.captions[i] is not None and self.caption_age[i] < self.reuse_caption]
+        ask = [i for i in need if i not in reuse]
+        for group, captions in ((ask, None), (reuse, [self.captions[i] for i in reuse])):
+            if not group:
+                continue
+            plans = self.planner.plan_batch(np.stack([np.stack(self.history[i]) for i in group]),
+                                            [self.instruction] * len(group), steps=self.steps, seed=self.seed,
+                                            captions=captions)
             self.seed += 1
-            for i, plan in zip(need, plans):
+            for i, plan in zip(group, plans):
                 self.queued[i] = plan.actions[: self.replan_every]
+                self.caption_age[i] = 0 if captions is None else self.caption_age[i] + 1
+                self.captions[i] = plan.caption
         actions = np.stack([q[0] for q in self.queued])
         self.queued = [q[1:] for q in self.queued]
         return np.clip(actions, -1.0, 1.0).astype(np.float32)

@@ -105,7 +105,7 @@ def test_vans_sim_scores_the_planner(checkpoint, tmp_path):
     out = tmp_path / "score"
     run("vans-sim", "score", "--policy", "planner", "--model", str(checkpoint), "--backend", "onnxruntime",
         "--tasks", "push_red", "--episodes", "2", "--num-envs", "2", "--vector", "sync",
-        "--policy-option", "replan_every=8", "--out", str(out), "--quiet")
+        "--policy-option", "replan_every=8", "--policy-option", "reuse_caption=2", "--out", str(out), "--quiet")
     report = json.loads((out / "report.json").read_text())
     assert report["policy"] == "planner" and report["tasks"]["push_red"]["episodes"] == 2
     assert (out / "rollouts.gif").exists()

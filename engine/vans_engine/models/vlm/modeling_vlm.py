@@ -178,6 +178,9 @@ class NextEventVLM:
             "mm_token_type_ids": (input_ids == self.video_token_id).int() * VIDEO_TOKEN_TYPE,
             "pixel_values_videos": torch.from_numpy(np.concatenate(pixel_values)),
             "video_grid_thw": torch.from_numpy(np.concatenate(grids)),
+            # One unit of multimodal-RoPE time per temporal patch, stated explicitly: transformers'
+            # fallback for a missing value runs out when a batch holds more clips than prompt tokens.
+            "second_per_grid_ts": torch.ones(len(grids)),
         }
         if captions is not None:
             inputs["labels"] = torch.tensor([[IGNORE_INDEX] * (length - len(x)) + x for x in labels])
