@@ -69,8 +69,8 @@ def test_predict_from_a_folder_of_frames(checkpoint, recorded_clip, tmp_path):
 def test_export_and_bench(checkpoint, tmp_path):
     run("vans", "export", "--model", str(checkpoint), "--format", "onnx")
     assert (checkpoint / "exported" / "vdm" / "model.onnx").exists()
-    result = run("vans", "bench", "--model", str(checkpoint), "--repeats", "3", "--batch-sizes", "1", "2",
-                 "--json", str(tmp_path / "bench.json"))
+    run("vans", "bench", "--model", str(checkpoint), "--repeats", "3", "--batch-sizes", "1", "2",
+        "--json", str(tmp_path / "bench.json"))
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert {"backend", "device", "plan_ms", "plans_per_s_batch1"} <= set(bench)
     assert bench["plan_ms"]["p50"] > 0 and "p95" in bench["plan_ms"]

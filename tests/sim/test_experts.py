@@ -1,6 +1,5 @@
 """Experts succeed, random actions do not: the floor and the ceiling of every later score."""
 
-import numpy as np
 import pytest
 
 from vans_sim.env import RoboDeskEnv
