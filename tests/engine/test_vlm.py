@@ -241,3 +241,20 @@ def test_batched_captions_match_one_by_one(vlm, frames):
     batched = vlm.generate_captions_batch(clips, instructions, max_new_tokens=6, min_new_tokens=6)
     alone = [vlm.generate_captions(c, i, max_new_tokens=6, min_new_tokens=6) for c, i in zip(clips, instructions)]
     assert batched == alone
+
+
+def test_graphed_greedy_decoder_matches_generate(tokenizer, frames):
+    """Our static-cache decoder (CUDA graphs on a GPU, the same loop here) gives generate()'s tokens,
+    left-padded batches included. Weights are perturbed so the captions are not one repeated token."""
+    vlm = NextEventVLM.from_config(tokenizer)
+    torch.manual_seed(1)
+    for p in vlm.model.parameters():
+        p.data += torch.randn_like(p) * 0.2
+    clips = [frames, frames[::-1].copy()]
+    instructions = [INSTRUCTION, "open the drawer and then push the red button"]
+    ours = vlm.generate_captions_batch(clips, instructions, max_new_tokens=10, min_new_tokens=10,
+                                       cache_implementation="graphed")
+    reference = vlm.generate_captions_batch(clips, instructions, max_new_tokens=10, min_new_tokens=10)
+    assert ours == reference and len(set(ours[0][0])) > 3
+    assert vlm.generate_captions_batch(clips, instructions, max_new_tokens=10, cache_implementation="graphed") == \
+        vlm.generate_captions_batch(clips, instructions, max_new_tokens=10)

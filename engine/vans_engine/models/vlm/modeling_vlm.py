@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration, StaticCache
+
+from vans_engine.backends import CudaGraphCallable
 
 from vans_engine.models.vlm.configuration_vlm import vlm_config
 from vans_engine.models.vlm.tokenizer import IM_END, IM_START, VISION_END, VISION_START
@@ -33,6 +35,56 @@ from vans_engine.models.vlm.video_patches import video_patches
 MAX_INSTRUCTION_TOKENS = 48  # the simulator's longest instruction is ~12 tokens
 IGNORE_INDEX = -100  # label of prompt tokens: cross-entropy ignores them
 VIDEO_TOKEN_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video; Qwen's rope index reads them
+GRAPHED = "graphed"  # cache_implementation of our own greedy decoder (see GraphedGreedyDecoder)
+
+
+class GraphedGreedyDecoder:
+    """Greedy caption decoding with a static KV cache, each decoding step replayed as a CUDA graph.
+
+    A 16-token caption from a small model costs more in kernel launches than in arithmetic; with the
+    KV cache at fixed addresses, one decoding step has fixed shapes and can be captured once and
+    replayed. The prompt (with the video) is prefilled eagerly into the same cache. Text tokens after
+    the prompt take multimodal-RoPE position ``cache_position + offset``, the offset being Qwen's rope
+    delta less the row's left padding, as ``generate`` computes it. On a CPU the same loop runs
+    without graphs. One decoder serves one (batch, prompt length, caption length) shape.
+    """
+
+    def __init__(self, vlm: "NextEventVLM", batch: int, prompt_length: int, max_new_tokens: int):
+        self.vlm, self.model = vlm, vlm.model
+        self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
+        self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_length + max_new_tokens)
+        self.step = CudaGraphCallable(self._step) if vlm.device.type == "cuda" else self._step
+
+    def _step(self, token, cache_position, offset, attention_mask):
+        batch = token.shape[0]
+        position_ids = (cache_position.view(1, 1, 1) + offset.view(1, batch, 1)).expand(3, batch, 1)
+        return self.model(input_ids=token[:, None], position_ids=position_ids, attention_mask=attention_mask,
+                          past_key_values=self.cache, cache_position=cache_position, use_cache=True).logits[:, -1]
+
+    @torch.no_grad()
+    def __call__(self, inputs: dict[str, torch.Tensor], min_new_tokens: int = 0) -> torch.Tensor:
+        """Greedy tokens ``(B, max_new_tokens)``, padded with the end token after it appears."""
+        device, (batch, length) = self.vlm.device, inputs["input_ids"].shape
+        self.cache.reset()
+        out = self.model(**inputs, past_key_values=self.cache, use_cache=True,
+                         cache_position=torch.arange(length, device=device))
+        prompt_mask = inputs["attention_mask"]
+        attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, self.max_new_tokens)], dim=1)
+        offset = self.model.model.rope_deltas.view(batch) - (length - prompt_mask.sum(1))
+        logits, eos = out.logits[:, -1], self.vlm.eos_token_id
+        tokens, done = [], torch.zeros(batch, dtype=torch.bool, device=device)
+        for i in range(self.max_new_tokens):
+            if i < min_new_tokens:
+                logits[:, eos] = -float("inf")
+            token = torch.where(done, torch.full_like(done, eos, dtype=torch.long), logits.argmax(-1))
+            tokens.append(token)
+            done |= token == eos
+            if i == self.max_new_tokens - 1 or bool(done.all()):
+                break
+            logits = self.step(token=token, cache_position=torch.tensor([length + i], device=device),
+                               offset=offset, attention_mask=attention_mask).clone()
+        tokens += [torch.full_like(tokens[0], eos)] * (self.max_new_tokens - len(tokens))
+        return torch.stack(tokens, dim=1)
 
 
 class NextEventVLM:
@@ -203,7 +255,8 @@ class NextEventVLM:
             temperature (`float`, *optional*, defaults to 1.0): sampling temperature.
             min_new_tokens (`int`, *optional*, defaults to 0): suppress ``<|im_end|>`` before this many
                 tokens (benchmarks time captions of a fixed length).
-            cache_implementation (`str`, *optional*): transformers' KV cache kind, e.g. ``"static"``.
+            cache_implementation (`str`, *optional*): transformers' KV cache kind, e.g. ``"static"``,
+                or ``"graphed"`` for greedy decoding by :class:`GraphedGreedyDecoder`.
 
         Returns:
             `list[str]`: ``num_samples`` captions.
@@ -233,6 +286,10 @@ class NextEventVLM:
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         inputs = self.build_inputs(clips, instructions)
+        if cache_implementation == GRAPHED:
+            if do_sample:
+                raise ValueError("the graphed decoder is greedy: use another cache_implementation to sample")
+            return self._decode(self._graphed_decoder(inputs, max_new_tokens)(inputs, min_new_tokens), len(clips), 1)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             if seed is not None:
@@ -242,9 +299,20 @@ class NextEventVLM:
                 temperature=temperature if do_sample else None, top_k=None, top_p=None,
                 num_return_sequences=num_samples, eos_token_id=self.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id, cache_implementation=cache_implementation)
-        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip()
-                 for row in out[:, inputs["input_ids"].shape[1]:]]
-        return [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(clips))]
+        return self._decode(out[:, inputs["input_ids"].shape[1]:], len(clips), num_samples)
+
+    def _decode(self, tokens: torch.Tensor, num_clips: int, num_samples: int) -> list[list[str]]:
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+        return [texts[i * num_samples:(i + 1) * num_samples] for i in range(num_clips)]
+
+    def _graphed_decoder(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> GraphedGreedyDecoder:
+        key = (*inputs["input_ids"].shape, max_new_tokens)
+        decoders = self.__dict__.setdefault("_graphed_decoders", {})
+        if key not in decoders:
+            if len(decoders) >= 8:  # each holds a KV cache (and a CUDA graph): keep the recent shapes
+                decoders.pop(next(iter(decoders)))
+            decoders[key] = GraphedGreedyDecoder(self, key[0], key[1], max_new_tokens)
+        return decoders[key]
 
     def compute_loss(self, clips: list[np.ndarray], instructions: list[str],
                      captions: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
