@@ -152,9 +152,10 @@ class Planner:
         self.trained = trained
         self._encode_caption = lru_cache(maxsize=256)(self._encode_caption_uncached)
         self.min_caption_tokens = 0  # benchmarks set it to time captions of a fixed length
-        # transformers' KV cache for caption decoding; "static" lets generate() compile the decoding
-        # step into CUDA graphs on a GPU (transformers does so by itself for static caches).
-        self.caption_cache: str | None = None
+        # How captions are decoded: None is transformers' generate() with its dynamic KV cache;
+        # "graphed" is our static-cache greedy decoder, one CUDA graph per step on a GPU (4.7x faster
+        # than generate for 16 tokens on an H100, see BENCHMARKS.md).
+        self.caption_cache: str | None = "graphed" if self.cuda_graphs else None
         self._build_runners()
 
     # -- components and backends -------------------------------------------------------------------

@@ -53,7 +53,15 @@ class GraphedGreedyDecoder:
         self.vlm, self.model = vlm, vlm.model
         self.prompt_length, self.max_new_tokens = prompt_length, max_new_tokens
         self.cache = StaticCache(config=self.model.config, max_cache_len=prompt_length + max_new_tokens)
-        self.step = CudaGraphCallable(self._step) if vlm.device.type == "cuda" else self._step
+        self.graphed = vlm.device.type == "cuda"
+        self.step = CudaGraphCallable(self._step) if self.graphed else self._step
+        self.captured = False
+
+    def _prefill(self, inputs: dict[str, torch.Tensor]):
+        self.cache.reset()
+        length = inputs["input_ids"].shape[1]
+        return self.model(**inputs, past_key_values=self.cache, use_cache=True,
+                          cache_position=torch.arange(length, device=self.vlm.device))
 
     def _step(self, token, cache_position, offset, attention_mask):
         batch = token.shape[0]
@@ -65,12 +73,18 @@ class GraphedGreedyDecoder:
     def __call__(self, inputs: dict[str, torch.Tensor], min_new_tokens: int = 0) -> torch.Tensor:
         """Greedy tokens ``(B, max_new_tokens)``, padded with the end token after it appears."""
         device, (batch, length) = self.vlm.device, inputs["input_ids"].shape
-        self.cache.reset()
-        out = self.model(**inputs, past_key_values=self.cache, use_cache=True,
-                         cache_position=torch.arange(length, device=device))
+        out = self._prefill(inputs)
         prompt_mask = inputs["attention_mask"]
         attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, self.max_new_tokens)], dim=1)
         offset = self.model.model.rope_deltas.view(batch) - (length - prompt_mask.sum(1))
+        if self.graphed and not self.captured:
+            # The static cache writes where its own on-device counter points, and capturing runs the
+            # step several times (warm-up), each advancing that counter: capture once, then prefill
+            # again from a clean cache.
+            self.step(token=out.logits[:, -1].argmax(-1), cache_position=torch.tensor([length], device=device),
+                      offset=offset, attention_mask=attention_mask)
+            self.captured = True
+            out = self._prefill(inputs)
         logits, eos = out.logits[:, -1], self.vlm.eos_token_id
         tokens, done = [], torch.zeros(batch, dtype=torch.bool, device=device)
         for i in range(self.max_new_tokens):
