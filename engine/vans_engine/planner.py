@@ -326,7 +326,8 @@ class Planner:
             per_clip = self.vlm.generate_captions_batch(
                 list(frames), instructions, num_samples=num_samples, do_sample=num_samples > 1,
                 max_new_tokens=self.config.max_caption_tokens, min_new_tokens=self.min_caption_tokens, seed=seed,
-                cache_implementation=self.caption_cache)
+                # the graphed decoder is greedy: sampled captions go through generate()
+                cache_implementation=self.caption_cache if num_samples == 1 else None)
             captions = [c for group in per_clip for c in group]
         timings["vlm"] = (time.perf_counter() - t0) * 1000
 

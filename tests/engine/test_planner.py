@@ -162,3 +162,12 @@ def test_tensorrt_backend(checkpoint):
         pytest.skip(f"TensorRT cannot run here: {why}")
     planner = Planner.from_pretrained(checkpoint, backend="tensorrt", device="cuda")
     assert planner.plan(clip(), INSTRUCTION, seed=0).actions.shape == (8, 4)
+
+
+def test_graphed_caption_decoder_in_the_planner(checkpoint):
+    """The decoder the planner uses on CUDA (its eager loop here): same greedy caption; samples still work."""
+    planner = Planner.from_pretrained(checkpoint, backend="torch")
+    reference = planner.plan(clip(), INSTRUCTION, seed=0).caption
+    planner.caption_cache = "graphed"
+    assert planner.plan(clip(), INSTRUCTION, seed=0).caption == reference
+    assert len(planner.plan(clip(), INSTRUCTION, num_samples=3, seed=0).alternatives) == 2
