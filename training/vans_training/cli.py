@@ -1,0 +1,88 @@
+"""``vans-train``: train the planner's components, assemble a planner checkpoint, evaluate it.
+
+Stages (each resumes from OUTPUT_DIR/checkpoints/last when run again):
+
+    vans-train vlm-sft   --config training/configs/vlm_sft.yaml      # next-event captions, cross-entropy
+    vans-train vdm       --config training/configs/vdm.yaml          # flow-matching video teacher
+    vans-train distill   --config training/configs/distill.yaml      # few-step student by reflow
+    vans-train idm       --config training/configs/idm.yaml          # inverse dynamics
+    vans-train alignment --config training/configs/alignment.yaml    # video-caption contrastive model
+
+Any config field can be overridden: ``--set max_steps=20 --set vdm.num_layers=2``. Several GPUs:
+``torchrun --standalone --nproc_per_node=N -m vans_training.cli vdm --config ...``.
+
+Then:
+
+    vans-train assemble --vlm runs/vlm-sft --vdm runs/distill --idm runs/idm --alignment runs/alignment \\
+        --steps 2 --out models/vans-desk-64
+    vans-train eval --model models/vans-desk-64 --data data/heldout --out runs/eval-heldout
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vans_training.stages import STAGES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vans-train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in STAGES:
+        p = sub.add_parser(name, help=f"train the {name} stage (resumes when run again)")
+        p.add_argument("--config", help="YAML file of config fields (training/configs/*.yaml)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config field, e.g. max_steps=20 or vdm.num_layers=2 (repeatable)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("assemble", help="build a planner checkpoint from the stages' final models")
+    p.add_argument("--vlm", required=True, help="vlm-sft output folder (or a VLM folder)")
+    p.add_argument("--vdm", required=True, help="vdm or distill output folder (or a VDM folder)")
+    p.add_argument("--idm", required=True, help="idm output folder (or an IDM folder)")
+    p.add_argument("--alignment", help="alignment output folder; copied beside the components")
+    p.add_argument("--steps", type=int, required=True, help="denoising steps the planner uses by default")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+
+    p = sub.add_parser("eval", help="next-event metrics of a planner checkpoint on held-out data")
+    p.add_argument("--model", required=True, help="planner checkpoint folder (with alignment/ for the alignment score)")
+    p.add_argument("--data", default="data/heldout", help="a vans-sim record dataset (default: the held-out test set)")
+    p.add_argument("--split", default="all", help="train, valid, test (by seed) or all")
+    p.add_argument("--out", required=True, help="folder for eval.json, eval.md and samples.gif")
+    p.add_argument("--steps", type=int, help="denoising steps (the checkpoint's default otherwise)")
+    p.add_argument("--samples", type=int, default=256, help="samples evaluated (a fixed, seeded subset)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--backend", default="torch", help="planner backend: torch or onnxruntime")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in STAGES:
+            from vans_training.config import load_config
+            from vans_training.stages import get_stage
+            from vans_training.trainer import train
+
+            stage = get_stage(args.command)
+            config = load_config(stage.config_class, args.config, args.overrides)
+            print(f"{args.command}: final model in {train(stage, config, progress=not args.quiet)}")
+        elif args.command == "assemble":
+            from vans_training.assemble import assemble
+
+            print(f"wrote {assemble(args.vlm, args.vdm, args.idm, args.steps, args.out, args.alignment)}")
+        else:
+            from vans_training.evaluate import evaluate
+
+            evaluate(args.model, args.data, args.out, split=args.split, steps=args.steps, samples=args.samples,
+                     batch_size=args.batch_size, backend=args.backend, seed=args.seed)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"vans-train: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Training configurations: one dataclass per stage, read from ``training/configs/NAME.yaml``.
+
+Every stage shares :class:`TrainConfig` (data, optimisation, cadence, output) and adds its own fields.
+A YAML file holds any subset of the fields; ``--set key=value`` flags on the command line override
+it (values are parsed as YAML, so ``--set max_steps=20`` is an int and ``--set lr=3e-4`` a float).
+
+>>> config = load_config(VDMTrainConfig, "training/configs/vdm.yaml", ["max_steps=20"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+@dataclass
+class TrainConfig:
+    """What every stage shares.
+
+    Args:
+        data (`str`): a ``vans-sim record`` dataset (folder or ``demo.hdf5``), recorded on the train split.
+        output_dir (`str`): where checkpoints, logs and the final model go; a second run resumes here.
+        context_frames (`int`): T, frames of context (the planner's ``context_frames``).
+        future_frames (`int`): K, frames of the next event (the planner's ``future_frames``).
+        anchor_every (`int`): a sample is anchored every this many steps of each episode; 4 matches
+            the planner, which replans every K / 2 steps.
+        max_steps (`int`): optimiser steps.
+        batch_size (`int`): samples per step and process.
+        lr (`float`), min_lr (`float`), warmup_steps (`int`): linear warm-up, then cosine decay to ``min_lr``.
+        weight_decay (`float`), grad_clip (`float`): AdamW decay and gradient-norm clip (0 = off).
+        log_freq, eval_freq, save_freq (`int`): steps between logs, evaluations and checkpoints.
+        eval_samples (`int`): validation samples per evaluation.
+        seed (`int`): seeds the weights and the batches; ranks offset it.
+        device (`str`): ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        num_threads (`int`): CPU threads for PyTorch (0 = its default).
+        keep_checkpoints (`int`): step checkpoints kept on disk besides the last.
+    """
+
+    data: str = "data/train"
+    output_dir: str = "runs/stage"
+    context_frames: int = 4
+    future_frames: int = 8
+    anchor_every: int = 4
+    max_steps: int = 1000
+    batch_size: int = 16
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_freq: int = 10
+    eval_freq: int = 250
+    save_freq: int = 250
+    eval_samples: int = 64
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    keep_checkpoints: int = 2
+
+    def __post_init__(self):
+        positive = ("context_frames", "future_frames", "anchor_every", "max_steps", "batch_size", "log_freq",
+                    "eval_freq", "save_freq", "eval_samples")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.context_frames > self.future_frames:
+            raise ValueError(f"context_frames ({self.context_frames}) must not exceed future_frames "
+                             f"({self.future_frames})")
+        if not 0 < self.min_lr <= self.lr:
+            raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.warmup_steps < 0 or self.grad_clip < 0 or self.keep_checkpoints < 0 or self.num_threads < 0:
+            raise ValueError("warmup_steps, grad_clip, keep_checkpoints and num_threads must be >= 0")
+
+
+@dataclass
+class VLMSFTConfig(TrainConfig):
+    """``vlm-sft``: next-event caption prediction with cross-entropy.
+
+    Args:
+        vlm (`dict`): sizes forwarded to ``vans_engine.models.vlm.vlm_config`` (``hidden_size``, ...).
+        vocab_size (`int`): the byte-level BPE tokenizer's vocabulary, trained on every task's
+            instruction and captions.
+    """
+
+    output_dir: str = "runs/vlm-sft"
+    vlm: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int = 600
+
+
+@dataclass
+class VDMTrainConfig(TrainConfig):
+    """``vdm``: the flow-matching teacher, conditioned on the context frames and the caption.
+
+    Args:
+        vdm (`dict`): sizes forwarded to ``vans_engine.models.vdm.vdm_config``.
+        shift (`float`): the scheduler's timestep shift.
+        eval_steps (`int`): Euler steps of the samples drawn at each evaluation.
+        ema_decay (`float`): exponential moving average of the weights that is saved (0 = off).
+    """
+
+    output_dir: str = "runs/vdm"
+    vdm: dict[str, Any] = field(default_factory=dict)
+    shift: float = 1.0
+    eval_steps: int = 16
+    ema_decay: float = 0.999
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
+class DistillConfig(VDMTrainConfig):
+    """``distill``: a few-step student from the teacher by rectified-flow reflow.
+
+    The teacher's ODE maps noise ``z`` to a video ``x``; the student starts from the teacher's weights
+    and is trained by flow matching on those deterministic (z, x) pairs, whose straight-line paths one
+    or two Euler steps follow closely.
+
+    Args:
+        teacher (`str`): the ``vdm`` stage's output folder (its ``final/`` model) or a VDM folder.
+        teacher_steps (`int`): Euler steps of the teacher when it makes pairs.
+        num_pairs (`int`): (noise, video) pairs drawn from the teacher on training samples.
+        pair_batch_size (`int`): teacher samples per call while making pairs.
+        student_steps (`int`): the student's sampling steps, used in evaluation and written to the model.
+        real_data_fraction (`float`): share of each batch that is flow matching on recorded videos, which
+            keeps the student from drifting towards the teacher's mistakes.
+    """
+
+    output_dir: str = "runs/distill"
+    teacher: str = "runs/vdm"
+    teacher_steps: int = 16
+    num_pairs: int = 2048
+    pair_batch_size: int = 32
+    student_steps: int = 2
+    real_data_fraction: float = 0.25
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    ema_decay: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if min(self.teacher_steps, self.num_pairs, self.pair_batch_size, self.student_steps) < 1:
+            raise ValueError("teacher_steps, num_pairs, pair_batch_size and student_steps must be >= 1")
+        if not 0 <= self.real_data_fraction < 1:
+            raise ValueError(f"real_data_fraction must be in [0, 1), got {self.real_data_fraction}")
+
+
+@dataclass
+class IDMTrainConfig(TrainConfig):
+    """``idm``: inverse dynamics on expert and perturbed transitions.
+
+    Args:
+        idm (`dict`): sizes forwarded to ``InverseDynamicsModel`` (``channels``, ``hidden_dim``).
+        image_size (`int`): frame side.
+        frame_noise (`float`): std of Gaussian noise added to the future frames (in [-1, 1] units), so
+            that the chunk head tolerates the VDM's imperfect frames.
+        blur_fraction (`float`): share of clips whose future frames are blurred, for the same reason.
+    """
+
+    output_dir: str = "runs/idm"
+    anchor_every: int = 2
+    idm: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 64
+    frame_noise: float = 0.05
+    blur_fraction: float = 0.3
+
+
+@dataclass
+class AlignmentConfig(TrainConfig):
+    """``alignment``: the video-caption contrastive model (our stand-in for CLIP).
+
+    Args:
+        embed_dim (`int`): width of the shared embedding.
+        channels (`list[int]`): widths of the frame encoder's stride-2 convolutions.
+        image_size (`int`): frame side.
+    """
+
+    output_dir: str = "runs/alignment"
+    embed_dim: int = 128
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 128])
+    image_size: int = 64
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["max_steps=20", "vdm.num_layers=2"]`` -> ``{"max_steps": 20, "vdm": {"num_layers": 2}}``."""
+    result: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = result
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return result
+
+
+def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
+    """Build ``cls`` from a YAML file and ``key=value`` overrides; unknown keys are an error naming them."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields, got {type(values).__name__}")
+    for key, value in parse_overrides(overrides or []).items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}
+        else:
+            values[key] = value
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+    return cls(**values)

@@ -1,0 +1,157 @@
+"""Next-event samples for every stage, read once from a ``vans-sim record`` dataset into memory.
+
+A sample is anchored at step ``t`` of an episode: the context is the ``T`` frames ending at ``t`` (the
+first frame repeated before the episode starts), the next event is the caption of the event in
+progress at ``t`` (what the robot does next), its clip is the ``K`` frames after ``t`` and its actions
+are the ``K`` actions from ``t`` on, each leading into one of those frames. Frames are stored once
+per episode; samples are index pairs, so a dense anchoring costs no memory.
+
+Splits follow the episode seeds, so they never share an initial state: seeds ending in 8 are
+``valid``, seeds ending in 9 are ``test``, the rest ``train``. A dataset recorded on the simulator's
+``heldout`` split is used whole (``split="all"``) as the held-out-scene test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from vans_sim.dataset import DemoDataset
+
+SPLITS = ("train", "valid", "test", "all")
+
+
+def seed_split(seed: int) -> str:
+    """The split an episode of this seed belongs to."""
+    return {8: "valid", 9: "test"}.get(seed % 10, "train")
+
+
+@dataclass
+class NextEventBatch:
+    """A batch of samples as numpy arrays (uint8 frames, channels last) and lists of strings."""
+
+    context: np.ndarray  # (B, T, S, S, 3) uint8, the last frame is the current one
+    future: np.ndarray  # (B, K, S, S, 3) uint8
+    actions: np.ndarray  # (B, K, 4) float32
+    action_mask: np.ndarray  # (B, K) bool, False past the episode's end
+    state: np.ndarray  # (B, K, 4) float32, tool point and gripper opening before each action
+    captions: list[str]
+    events: list[str]
+    instructions: list[str]
+    tasks: list[str]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def task_corpus() -> list[str]:
+    """Every instruction and event caption of the simulator's tasks."""
+    from vans_sim.tasks import TASKS
+
+    texts = []
+    for task in TASKS.values():
+        texts.append(task.instruction)
+        for event in task.events:
+            texts.extend(event.captions)
+    return sorted(set(texts))
+
+
+def to_model_frames(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(B, N, S, S, 3) uint8 -> (B, N, 3, S, S) float in [-1, 1], the engine's layout."""
+    return torch.from_numpy(frames).to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+
+class NextEventData:
+    """Every anchored sample of one split of a dataset.
+
+    Args:
+        path (`str | Path`): the dataset folder or its ``demo.hdf5``.
+        split (`str`): ``train``, ``valid``, ``test`` (by seed) or ``all``.
+        context_frames (`int`), future_frames (`int`): T and K.
+        anchor_every (`int`): anchor a sample every this many steps.
+        include_perturbed (`bool`): use the episodes recorded with action noise (for inverse dynamics).
+        successful_only (`bool`): skip episodes that failed their task.
+        tasks (`list[str]`, *optional*): keep only these tasks.
+    """
+
+    def __init__(self, path: str | Path, split: str = "train", context_frames: int = 4, future_frames: int = 8,
+                 anchor_every: int = 4, include_perturbed: bool = False, successful_only: bool = True,
+                 tasks: list[str] | None = None, progress: bool = False):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if min(context_frames, future_frames, anchor_every) < 1:
+            raise ValueError("context_frames, future_frames and anchor_every must be >= 1")
+        self.context_frames, self.future_frames = context_frames, future_frames
+        images, actions, state, captions, starts, lengths = [], [], [], [], [], []
+        self.instructions, self.tasks, self.seeds, self.event_names = [], [], [], []
+        offset = 0
+        with DemoDataset(path) as dataset:
+            self.path = dataset.path
+            for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
+                ep = dataset.episode(index)
+                if (ep.perturbed and not include_perturbed) or (successful_only and not ep.success):
+                    continue
+                if (split != "all" and seed_split(ep.seed) != split) or (tasks and ep.task not in tasks):
+                    continue
+                n = len(ep)
+                images.append(ep.images)
+                actions.append(ep.actions.astype(np.float32))
+                state.append(np.concatenate([ep.ee_pos, ep.gripper], axis=1).astype(np.float32))
+                captions.extend(ep.captions)
+                self.event_names.extend(ep.event_names[e] for e in ep.events)
+                starts.append(offset)
+                lengths.append(n)
+                offset += n
+                self.instructions.append(ep.instruction)
+                self.tasks.append(ep.task)
+                self.seeds.append(ep.seed)
+        if not starts:
+            raise ValueError(f"{path}: no episodes in split {split!r}"
+                             f"{' for tasks ' + ','.join(tasks) if tasks else ''}")
+        self.images = np.concatenate(images)
+        self.actions = np.concatenate(actions)
+        self.state = np.concatenate(state)
+        self.captions = captions
+        self.starts, self.lengths = np.asarray(starts), np.asarray(lengths)
+        # (episode, step) of every anchor
+        self.anchors = np.asarray([(e, t) for e, n in enumerate(lengths) for t in range(0, n, anchor_every)])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def caption_corpus(self) -> list[str]:
+        """Every distinct caption and instruction, for tokenizers and caches."""
+        return sorted(set(self.captions) | set(self.instructions))
+
+    def batch(self, indices: np.ndarray) -> NextEventBatch:
+        """The samples at ``indices`` (positions in :attr:`anchors`)."""
+        episodes, steps = self.anchors[indices, 0], self.anchors[indices, 1]
+        start, last = self.starts[episodes][:, None], (self.starts[episodes] + self.lengths[episodes] - 1)[:, None]
+        t = (self.starts[episodes] + steps)[:, None]
+        context_index = np.clip(t - np.arange(self.context_frames - 1, -1, -1), start, last)
+        future_steps = t + np.arange(1, self.future_frames + 1)
+        action_steps = t + np.arange(self.future_frames)
+        mask = action_steps <= last
+        action_index = np.minimum(action_steps, last)
+        flat = t[:, 0]
+        return NextEventBatch(
+            context=self.images[context_index], future=self.images[np.minimum(future_steps, last)],
+            actions=np.where(mask[..., None], self.actions[action_index], 0.0).astype(np.float32),
+            action_mask=mask, state=self.state[action_index],
+            captions=[self.captions[i] for i in flat], events=[self.event_names[i] for i in flat],
+            instructions=[self.instructions[e] for e in episodes], tasks=[self.tasks[e] for e in episodes])
+
+    def random_batch(self, rng: np.random.Generator, batch_size: int) -> NextEventBatch:
+        return self.batch(rng.integers(0, len(self), batch_size))
+
+    def fixed_indices(self, count: int, seed: int = 0) -> np.ndarray:
+        """A reproducible subset of ``count`` samples (all of them if there are fewer), for evaluation."""
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.permutation(len(self))[:count])

@@ -1,0 +1,21 @@
+"""The training stages, by CLI verb."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+# verb -> "module:Class", imported on demand so that one stage's imports do not slow another's start.
+STAGES = {
+    "vlm-sft": "vans_training.stages.vlm_sft:VLMSFTStage",
+    "vdm": "vans_training.stages.vdm:VDMStage",
+    "distill": "vans_training.stages.distill:DistillStage",
+    "idm": "vans_training.stages.idm:IDMStage",
+    "alignment": "vans_training.stages.alignment:AlignmentStage",
+}
+
+
+def get_stage(name: str):
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; known stages: {', '.join(STAGES)}")
+    module, _, cls = STAGES[name].partition(":")
+    return getattr(import_module(module), cls)

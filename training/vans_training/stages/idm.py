@@ -1,0 +1,90 @@
+"""``idm``: inverse dynamics on expert and perturbed transitions.
+
+Both heads of :class:`InverseDynamicsModel` learn at once from clips of the current frame and the K
+frames after it: the pair head on every single transition (with proprioception), the chunk head on
+the whole clip, which is what the planner feeds it from the VDM. Perturbed episodes (expert actions
+plus noise) widen the actions seen beyond the expert's. The future frames are degraded a little
+(noise, and blur on some clips) because the planner's frames come from a video model, not a camera.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vans_engine.constants import ACTION_MASK, ACTIONS, FRAMES, STATE
+from vans_engine.models.idm import InverseDynamicsModel
+
+from vans_training.config import IDMTrainConfig
+from vans_training.data import NextEventBatch, NextEventData, to_model_frames
+from vans_training.trainer import Stage
+
+
+class IDMLoss(nn.Module):
+    """The IDM with its loss as ``forward``, so that DDP synchronises both heads' gradients."""
+
+    def __init__(self, idm: InverseDynamicsModel):
+        super().__init__()
+        self.idm = idm
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.idm.compute_loss(batch)
+
+
+def degrade(frames: torch.Tensor, noise_std: float, blur_fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """Add Gaussian noise to (B, N, 3, H, W) frames in [-1, 1] and blur a share of the clips (2x down, up)."""
+    b, n, c, h, w = frames.shape
+    blur = torch.rand(b, generator=generator) < blur_fraction
+    if blur.any():
+        chosen = frames[blur].reshape(-1, c, h, w)
+        blurred = F.interpolate(F.avg_pool2d(chosen, 2), size=(h, w), mode="bilinear", align_corners=False)
+        frames = frames.clone()
+        frames[blur] = blurred.reshape(-1, n, c, h, w)
+    return (frames + noise_std * torch.randn(frames.shape, generator=generator).to(frames.device)).clamp(-1, 1)
+
+
+class IDMStage(Stage):
+    name = "idm"
+    config_class = IDMTrainConfig
+
+    def __init__(self, config: IDMTrainConfig, device: torch.device):
+        super().__init__(config, device)
+        kwargs = dict(context_frames=1, future_frames=config.future_frames, anchor_every=config.anchor_every,
+                      include_perturbed=True, successful_only=False)
+        self.train_data = NextEventData(config.data, "train", progress=True, **kwargs)
+        self.valid_data = NextEventData(config.data, "valid", **kwargs)
+        self.idm = InverseDynamicsModel(image_size=config.image_size, **config.idm).to(device)
+        self.model = IDMLoss(self.idm)
+
+    def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        current = to_model_frames(batch.context[:, -1:], self.device)
+        future = to_model_frames(batch.future, self.device)
+        if generator is not None:
+            future = degrade(future, self.config.frame_noise, self.config.blur_fraction, generator)
+        return {FRAMES: torch.cat([current, future], dim=1),
+                ACTIONS: torch.from_numpy(batch.actions).to(self.device),
+                ACTION_MASK: torch.from_numpy(batch.action_mask).to(self.device),
+                STATE: torch.from_numpy(batch.state).to(self.device)}
+
+    def compute_loss(self, rng: np.random.Generator):
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        batch = self.tensors(self.train_data.random_batch(rng, self.config.batch_size), generator)
+        return self.forward_model(batch)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        batch = self.tensors(self.valid_data.batch(self.valid_data.fixed_indices(self.config.eval_samples)))
+        chunk = self.idm.predict_action_chunk(batch[FRAMES])
+        mask = batch[ACTION_MASK]
+        error = (chunk - batch[ACTIONS])[mask]
+        target = batch[ACTIONS][mask]
+        # The gripper command is what grasps succeed or fail on: score its sign too.
+        gripper_sign = ((chunk[..., 3][mask] > 0) == (target[:, 3] > 0)).float().mean()
+        return {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean()),
+                "gripper_sign_accuracy": float(gripper_sign), "loss": float(self.idm.compute_loss(batch)[0])}
+
+    def save_pretrained(self, path: Path) -> None:
+        self.idm.save_pretrained(path)

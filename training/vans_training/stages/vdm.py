@@ -1,0 +1,155 @@
+"""``vdm``: the flow-matching teacher: context frames + caption -> the K frames of the next event.
+
+Each step noises the recorded future frames to a random timestep, ``x_t = (1 - s) x_0 + s z``, and
+regresses the velocity ``z - x_0`` (the engine's :func:`flow_matching_inputs`, the same convention as
+diffusers' ``FlowMatchEulerDiscreteScheduler``). The caption reaches the transformer as MiniLM tokens;
+captions repeat, so their tokens are computed once. The saved weights are an exponential moving
+average of the trained ones.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from vans_engine.models.vdm import (
+    CaptionEncoder,
+    VideoDiffusionSampler,
+    flow_matching_inputs,
+    make_scheduler,
+    make_vdm,
+    pack_model_input,
+)
+
+from vans_training.config import VDMTrainConfig
+from vans_training.data import NextEventBatch, NextEventData, task_corpus, to_model_frames
+from vans_training.metrics import psnr
+from vans_training.trainer import Stage
+
+
+class CaptionTokens:
+    """MiniLM tokens of captions, computed once per distinct caption."""
+
+    def __init__(self, device: torch.device, captions: list[str] = ()):
+        self.encoder = CaptionEncoder()
+        self.device = device
+        self.cache: dict[str, torch.Tensor] = {}
+        self.add(list(captions))
+
+    def add(self, captions: list[str]) -> None:
+        new = sorted(set(captions) - set(self.cache))
+        for start in range(0, len(new), 64):
+            tokens, _ = self.encoder(new[start:start + 64])
+            self.cache.update({c: t.to(self.device) for c, t in zip(new[start:start + 64], tokens)})
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        self.add(captions)
+        return torch.stack([self.cache[c] for c in captions])
+
+
+def torch_generator(rng: np.random.Generator) -> torch.Generator:
+    return torch.Generator().manual_seed(int(rng.integers(2**62)))
+
+
+def flow_matching_loss(model, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                       tokens: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """MSE between the predicted and the true velocity at noise levels ``sigmas`` (B,) in [0, 1].
+
+    ``context`` (B, T, 3, H, W) and ``clean`` / ``noise`` (B, 3, K, H, W), all in [-1, 1] units.
+    """
+    timesteps = sigmas * 1000.0
+    noisy, target = flow_matching_inputs(clean, noise, timesteps)
+    velocity = model(hidden_states=pack_model_input(noisy, context), timestep=timesteps,
+                     encoder_hidden_states=tokens, return_dict=False)[0]
+    return F.mse_loss(velocity.float(), target.float())
+
+
+class VDMStage(Stage):
+    name = "vdm"
+    config_class = VDMTrainConfig
+
+    def __init__(self, config: VDMTrainConfig, device: torch.device):
+        super().__init__(config, device)
+        self.train_data = NextEventData(config.data, "train", config.context_frames, config.future_frames,
+                                        config.anchor_every, progress=True)
+        self.valid_data = NextEventData(config.data, "valid", config.context_frames, config.future_frames,
+                                        config.anchor_every)
+        self.tokens = CaptionTokens(device, task_corpus() + self.train_data.caption_corpus())
+        self.scheduler = make_scheduler(shift=config.shift)
+        self.model = self.build_model().to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
+
+    def build_model(self):
+        return make_vdm(**self.config.vdm)
+
+    # -- training ---------------------------------------------------------------------------------------
+
+    def model_inputs(self, batch: NextEventBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Context (B, T, 3, H, W), clean future (B, 3, K, H, W) and caption tokens on the device."""
+        context = to_model_frames(batch.context, self.device)
+        clean = to_model_frames(batch.future, self.device).transpose(1, 2)
+        return context, clean, self.tokens(batch.captions)
+
+    def compute_loss(self, rng: np.random.Generator):
+        context, clean, tokens = self.model_inputs(self.train_data.random_batch(rng, self.config.batch_size))
+        generator = torch_generator(rng)
+        noise = torch.randn(clean.shape, generator=generator).to(self.device)
+        sigmas = torch.rand(len(clean), generator=generator).to(self.device)
+        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas)
+        return loss, {"loss": loss.item()}
+
+    def after_step(self) -> None:
+        if self.ema is not None:
+            with torch.no_grad():
+                for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                    e.lerp_(p, 1.0 - self.config.ema_decay)
+
+    def sampling_model(self):
+        return self.ema if self.ema is not None else self.model
+
+    # -- evaluation --------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, model, batch: NextEventBatch, steps: int, seed: int = 0) -> np.ndarray:
+        """(B, K, S, S, 3) uint8 videos from ``model`` with ``steps`` Euler steps and seeded noise."""
+        context, _, tokens = self.model_inputs(batch)
+        sampler = VideoDiffusionSampler(model, make_scheduler(shift=self.config.shift),
+                                        num_frames=self.config.future_frames, image_size=context.shape[-1])
+        frames = sampler(context, tokens, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
+                         output_type="uint8").frames
+        return frames.permute(0, 1, 3, 4, 2).cpu().numpy()
+
+    @torch.no_grad()
+    def validation_loss(self, model, batch: NextEventBatch) -> float:
+        """Flow-matching loss at fixed noise levels and noise, comparable across evaluations."""
+        context, clean, tokens = self.model_inputs(batch)
+        noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
+        levels = [0.25, 0.5, 0.75, 1.0]
+        return float(np.mean([flow_matching_loss(model, context, clean, noise, tokens,
+                                                  torch.full((len(clean),), s, device=self.device)).item()
+                              for s in levels]))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        batch = self.valid_data.batch(self.valid_data.fixed_indices(min(self.config.eval_samples, 32)))
+        model = self.sampling_model()
+        video = self.sample(model, batch, self.config.eval_steps)
+        # Copying the current frame K times is the baseline a useful video model must beat.
+        still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
+        return {"val_loss": self.validation_loss(model, batch), "psnr": psnr(video, batch.future),
+                "psnr_copy_current_frame": psnr(still, batch.future)}
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+
+    def save_pretrained(self, path: Path) -> None:
+        self.sampling_model().save_pretrained(path)
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()} if self.ema is not None else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])

@@ -1,0 +1,58 @@
+"""``vlm-sft``: the VLM learns to name the next event from the context frames and the instruction.
+
+Cross-entropy on the caption tokens only (the prompt is masked), teacher forcing. The tokenizer is a
+byte-level BPE trained on every task's instruction and event captions (from ``vans_sim.tasks``, so it
+covers events a dataset happens to lack).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
+
+from vans_training.config import VLMSFTConfig
+from vans_training.data import NextEventData, task_corpus
+from vans_training.metrics import caption_scores
+from vans_training.trainer import Stage
+
+
+class VLMSFTStage(Stage):
+    name = "vlm-sft"
+    config_class = VLMSFTConfig
+
+    def __init__(self, config: VLMSFTConfig, device: torch.device):
+        super().__init__(config, device)
+        self.train_data = NextEventData(config.data, "train", config.context_frames, config.future_frames,
+                                        config.anchor_every, progress=True)
+        self.valid_data = NextEventData(config.data, "valid", config.context_frames, config.future_frames,
+                                        config.anchor_every)
+        tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
+        self.vlm = NextEventVLM.from_config(tokenizer, **config.vlm).to(device)
+        self.model = self.vlm.model
+
+    def _loss(self, batch, model) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = self.vlm.build_inputs(list(batch.context), batch.instructions, batch.captions)
+        loss = model(**inputs).loss
+        return loss, {"loss": loss.item()}
+
+    def compute_loss(self, rng: np.random.Generator):
+        return self._loss(self.train_data.random_batch(rng, self.config.batch_size), self.forward_model)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        indices = self.valid_data.fixed_indices(self.config.eval_samples)
+        losses, predictions, references = [], [], []
+        for chunk in np.array_split(indices, max(1, len(indices) // 32)):
+            batch = self.valid_data.batch(chunk)
+            losses.append(self._loss(batch, self.model)[0].item())
+            captions = self.vlm.generate_captions_batch(list(batch.context), batch.instructions, max_new_tokens=20)
+            predictions += [c[0] for c in captions]
+            references += batch.captions
+        scores = caption_scores(predictions, references, with_similarity=False)
+        return {"loss": float(np.mean(losses)), **scores}
+
+    def save_pretrained(self, path: Path) -> None:
+        self.vlm.save_pretrained(path)
