@@ -1,0 +1,122 @@
+"""The oracle-video policy (IDM on the expert's true future frames) and the closed-loop success table."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from vans_sim.env import RoboDeskEnv
+from vans_sim.experts import ScriptedExpert
+
+TASK = "push_red"
+
+
+@pytest.fixture(scope="module")
+def idm_folder(tmp_path_factory):
+    from vans_engine.models.idm import InverseDynamicsModel
+
+    folder = tmp_path_factory.mktemp("idm")
+    InverseDynamicsModel(image_size=64, channels=(16, 32, 32, 32), hidden_dim=64).save_pretrained(folder)
+    return folder
+
+
+def test_options_are_checked(idm_folder):
+    from vans_training.policies import OracleVideoPolicy
+
+    with pytest.raises(ValueError, match="needs --model"):
+        OracleVideoPolicy(TASK, 1)
+    with pytest.raises(ValueError, match="split"):
+        OracleVideoPolicy(TASK, 1, model=str(idm_folder), split="test")
+    with pytest.raises(ValueError, match="image_size"):
+        OracleVideoPolicy(TASK, 1, model=str(idm_folder), image_size=100)
+    with pytest.raises(ValueError, match="takes 64-pixel"):
+        OracleVideoPolicy(TASK, 1, model=str(idm_folder), image_size=128)
+    with pytest.raises(ValueError, match="replan_every"):
+        OracleVideoPolicy(TASK, 1, model=str(idm_folder), replan_every=9)
+    with pytest.raises(ValueError, match="neither a planner checkpoint"):
+        OracleVideoPolicy(TASK, 1, model=str(idm_folder.parent))
+
+
+def test_shadow_stays_in_lock_step_through_an_episode_and_its_autoreset(idm_folder):
+    from vans_training.policies import OracleVideoPolicy
+
+    horizon, seed = 12, 7  # short episodes, so that the NEXT_STEP autoreset is exercised too
+    policy = OracleVideoPolicy(TASK, 2, seed=seed, model=str(idm_folder), max_episode_steps=horizon)
+    make = functools.partial(RoboDeskEnv, task=TASK, split="heldout", max_episode_steps=horizon)
+    vec = SyncVectorEnv([make] * 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    obs, _ = vec.reset(seed=[seed, seed + 1])
+    policy.reset(np.arange(2))
+    ended = np.zeros(2, int)
+    for _ in range(horizon + 4):
+        for i in range(2):
+            assert np.array_equal(policy.current[i]["image"], obs["image"][i])
+        obs, _, terminated, truncated, _ = vec.step(policy.act(obs))
+        ended += terminated | truncated
+    vec.close()
+    policy.close()
+    assert ended.min() >= 1 and policy.mismatches == 0
+
+
+def test_oracle_frames_are_the_experts_future(idm_folder):
+    from vans_training.policies import OracleVideoPolicy
+
+    seed = 11
+    policy = OracleVideoPolicy(TASK, 2, seed=seed, model=str(idm_folder))
+    envs = [RoboDeskEnv(task=TASK, split="heldout") for _ in range(2)]
+    first = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    policy.reset(np.arange(2))
+    policy.act({k: np.stack([o[k] for o in first]) for k in first[0]})
+    for i in range(2):  # a separate environment run by the expert from the same seed shows the same frames
+        env, expert = RoboDeskEnv(task=TASK, split="heldout"), ScriptedExpert(TASK)
+        obs, _ = env.reset(seed=seed + i)
+        frames = []
+        for _ in range(policy.future_frames):
+            obs, *_ = env.step(expert.act(obs))
+            frames.append(obs["image"])
+        np.testing.assert_array_equal(policy.last_future_frames[i], np.stack(frames))
+        assert not np.array_equal(frames[0], frames[-1])  # the expert moved: the check has teeth
+    # the rollout left the shadow where it was: one step on from the reset, with the IDM's action
+    assert all(s._steps == 1 for s in policy.shadows)
+    policy.close()
+
+
+def test_scored_through_the_vans_sim_cli(tmp_path, caplog):
+    from vans_engine.testing import tiny_checkpoint
+    from vans_sim.cli import main
+
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "score"
+    with caplog.at_level(logging.WARNING, logger="vans_training.policies"):
+        assert main(["score", "--policy", "oracle-video", "--model", str(ckpt), "--tasks", TASK, "--episodes", "2",
+                     "--num-envs", "2", "--split", "heldout", "--no-video", "--quiet",
+                     "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["policy"] == "oracle-video" and report["tasks"][TASK]["episodes"] == 2
+    assert "no longer matches" not in caplog.text
+
+
+def test_closed_loop_table_expert_beats_random(tmp_path):
+    from vans_training import closed_loop
+
+    parser = argparse.ArgumentParser()
+    closed_loop.add_arguments(parser)
+    args = parser.parse_args(["--tasks", TASK, "--episodes", "2", "--splits", "heldout", "--num-envs", "2",
+                              "--vector", "sync", "--out", str(tmp_path)])
+    assert closed_loop.run(args) == 0
+    table = json.loads((tmp_path / "closed_loop.json").read_text())
+    rate = {run: table["runs"][run]["heldout"]["tasks"][TASK]["success_rate"] for run in ("expert", "random")}
+    assert rate["expert"] > rate["random"]
+    md = (tmp_path / "closed_loop.md").read_text()
+    assert "single-task mean" in md and "expert · heldout" in md and "%" in md
+    assert (tmp_path / "closed_loop.png").stat().st_size > 0
+    assert (tmp_path / "expert-heldout" / "report.json").is_file()
+    # a second run with the same settings finds every report and scores nothing again
+    mtime = (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns
+    assert closed_loop.run(args) == 0
+    assert (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns == mtime
