@@ -1,0 +1,160 @@
+"""The ``sim_camera`` node: the vans_sim desk as a stand-in robot with a camera.
+
+    vans-ros-sim-camera --ros-args -p task:=push_red -r action_plan:=/planner/action_plan -r cmd:=/planner/cmd
+
+Every control period (wall time, ``step_rate_hz``) it steps the simulator with the next queued
+action of the newest ``action_plan`` (its first ``execute_actions`` actions), or else with the newest
+``cmd`` twist if it is younger than ``cmd_timeout_s``, or else holds still, and publishes the frame.
+
+- out: ``camera/image_raw`` (rgb8, sensor-data QoS), ``instruction`` (the task's, transient local),
+  ``~/event`` (caption of the event in progress, when it changes), ``~/success`` (``std_msgs/Bool``
+  at each episode's end) and ``~/episode`` (JSON: episode, seed, success, steps, task);
+- in: ``action_plan`` (``trajectory_msgs/MultiDOFJointTrajectory``), ``cmd`` (``geometry_msgs/TwistStamped``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import gymnasium as gym
+import numpy as np
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Header, String
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from vans_ros import plan_messages
+from vans_ros.entry import spin_node
+from vans_ros.parameters import ParameterError, ParameterSpec, declare_and_check, non_negative, positive
+from vans_ros.planner_node import LATCHED, RELIABLE_10
+
+PARAMETERS = [
+    ParameterSpec("task", "push_red", "vans_sim task (vans-sim tasks lists them)", check=bool, rule="a task name"),
+    ParameterSpec("split", "heldout", "initial-state split", choices=("train", "heldout")),
+    ParameterSpec("image_size", 64, "side of the rendered camera image", choices=(64, 128, 256)),
+    ParameterSpec("step_rate_hz", 20.0, "simulator steps (and frames) per wall-clock second; 20 = real time",
+                  check=lambda v: 0 < v <= 1000, rule="in (0, 1000]"),
+    ParameterSpec("seed", 0, "seed of the first episode; later episodes count up", check=non_negative, rule=">= 0"),
+    ParameterSpec("episodes", 0, "episodes to run, then stop stepping; 0 = forever", check=non_negative,
+                  rule=">= 0"),
+    ParameterSpec("max_episode_steps", 0, "steps before an episode is cut; 0 = the task's own",
+                  check=non_negative, rule=">= 0"),
+    ParameterSpec("execute_actions", 4, "actions of each received plan that are executed before holding still",
+                  check=positive, rule=">= 1"),
+    ParameterSpec("cmd_timeout_s", 0.5, "a cmd twist older than this is not executed", check=positive, rule="> 0"),
+    ParameterSpec("max_step_m", 0.02, "metres per unit action per step: the inverse of the planner's scaling",
+                  check=positive, rule="> 0"),
+    ParameterSpec("frame_id", "desk_camera", "frame_id of the camera images", check=bool, rule="non-empty"),
+]
+
+
+class SimCameraNode(Node):
+    PARAMETERS = PARAMETERS
+
+    def __init__(self, **kwargs):
+        super().__init__("sim_camera", **kwargs)
+        import vans_sim  # noqa: F401  (registers vans_sim/RoboDesk-v0)
+        from vans_sim.scene import CONTROL_PERIOD
+        from vans_sim.tasks import get_task
+
+        self.params = p = declare_and_check(self, PARAMETERS)
+        try:
+            self.task = get_task(p["task"])
+        except (KeyError, ValueError) as e:
+            raise ParameterError(f"parameter 'task': {e}") from e
+        self.period_s = CONTROL_PERIOD
+        self.env = gym.make("vans_sim/RoboDesk-v0", task=p["task"], image_size=p["image_size"], split=p["split"],
+                            max_episode_steps=p["max_episode_steps"] or None)
+        self._lock = threading.Lock()  # the queued actions and the newest cmd
+        self._queued = np.zeros((0, 4), np.float32)
+        self._cmd: tuple[float, TwistStamped] | None = None
+        self._gripper = -1.0  # open, as every episode starts
+        self.episode, self.results = 0, []
+        self.done = False
+
+        self.pub_image = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.pub_instruction = self.create_publisher(String, "instruction", LATCHED)
+        self.pub_event = self.create_publisher(String, "~/event", RELIABLE_10)
+        self.pub_success = self.create_publisher(Bool, "~/success", RELIABLE_10)
+        self.pub_episode = self.create_publisher(String, "~/episode", RELIABLE_10)
+        self.create_subscription(MultiDOFJointTrajectory, "action_plan", self._on_plan, RELIABLE_10)
+        self.create_subscription(TwistStamped, "cmd", self._on_cmd, RELIABLE_10)
+        self.pub_instruction.publish(String(data=self.task.instruction))
+        self._reset()
+        self.create_timer(1.0 / p["step_rate_hz"], self._step)
+        self.get_logger().info(f"task {self.task.name!r} ({self.task.instruction!r}), {p['split']} split, "
+                               f"{p['image_size']}px at {p['step_rate_hz']} Hz")
+
+    def _on_plan(self, msg: MultiDOFJointTrajectory) -> None:
+        try:
+            actions = plan_messages.trajectory_to_actions(msg, self.period_s, self.params["max_step_m"])
+        except ValueError as e:
+            self.get_logger().error(f"action_plan ignored: {e}", throttle_duration_sec=5.0)
+            return
+        with self._lock:
+            self._queued = actions[:self.params["execute_actions"]]
+
+    def _on_cmd(self, msg: TwistStamped) -> None:
+        with self._lock:
+            self._cmd = (time.monotonic(), msg)
+
+    def _next_action(self) -> np.ndarray:
+        with self._lock:
+            if len(self._queued):
+                action, self._queued = self._queued[0], self._queued[1:]
+                self._gripper = float(action[3])
+                return action
+            if self._cmd is not None and time.monotonic() - self._cmd[0] <= self.params["cmd_timeout_s"]:
+                return plan_messages.twist_to_action(self._cmd[1], self._gripper, self.period_s,
+                                                     self.params["max_step_m"])
+        return np.array([0.0, 0.0, 0.0, self._gripper], np.float32)
+
+    def _reset(self) -> None:
+        self.seed = self.params["seed"] + self.episode
+        obs, info = self.env.reset(seed=self.seed)
+        with self._lock:
+            self._queued, self._cmd, self._gripper = np.zeros((0, 4), np.float32), None, -1.0
+        self.steps, self.caption = 0, None
+        self._publish(obs, info)
+
+    def _publish(self, obs, info) -> None:
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params["frame_id"])
+        self.pub_image.publish(plan_messages.rgb_to_image(obs["image"], header))
+        if info["caption"] != self.caption:
+            self.caption = info["caption"]
+            self.pub_event.publish(String(data=self.caption))
+
+    def _step(self) -> None:
+        if self.done:
+            return
+        obs, _, terminated, truncated, info = self.env.step(self._next_action())
+        self.steps += 1
+        self._publish(obs, info)
+        if terminated or truncated:
+            result = {"episode": self.episode, "seed": self.seed, "task": self.task.name,
+                      "success": bool(info["success"]), "steps": self.steps}
+            self.results.append(result)
+            self.pub_success.publish(Bool(data=result["success"]))
+            self.pub_episode.publish(String(data=json.dumps(result)))
+            self.get_logger().info(f"episode {self.episode} (seed {self.seed}): "
+                                   f"{'success' if result['success'] else 'failure'} in {self.steps} steps")
+            self.episode += 1
+            if self.params["episodes"] and self.episode >= self.params["episodes"]:
+                self.done = True
+                return
+            self._reset()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def main(args=None):
+    raise SystemExit(spin_node(SimCameraNode, "vans-ros-sim-camera", args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+import os
+import random
+import threading
+import time
+
+import pytest
+
+# A domain of our own per test session: parallel runs on one machine (CI, a developer's shell) must
+# not hear each other's topics. Set before rclpy creates its context.
+os.environ["ROS_DOMAIN_ID"] = str(random.Random().randint(1, 101))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random checkpoint, exported to ONNX once for the session."""
+    from vans_engine.planner import Planner
+    from vans_engine.testing import tiny_checkpoint
+
+    folder = tiny_checkpoint(tmp_path_factory.mktemp("ros") / "tiny")
+    Planner.from_pretrained(folder, backend="onnxruntime")  # writes exported/*.onnx once
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+class Spinner:
+    """Nodes spun on a background executor; ``wait_for`` polls a condition from the test thread."""
+
+    def __init__(self):
+        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.nodes = []
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def add(self, node):
+        self.nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def close(self):
+        for node in reversed(self.nodes):
+            if hasattr(node, "close"):
+                node.close()
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown(timeout_sec=5)
+
+
+def wait_for(condition, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def spinner(ros):
+    s = Spinner()
+    yield s
+    s.close()
