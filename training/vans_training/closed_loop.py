@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vans_sim.env import IMAGE_SIZES
 from vans_sim.randomization import SPLITS
 from vans_sim.report import wilson_interval
 from vans_sim.score import ScoreConfig, score
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--splits", default="heldout,train", help=f"comma-separated splits among {', '.join(SPLITS)}")
     g.add_argument("--num-envs", type=int, default=4, help="environments stepped together")
     g.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
-    g.add_argument("--image-size", type=int, default=64, help="camera image side in pixels")
+    g.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="camera image side in pixels")
     g.add_argument("--vector", default="async", choices=("async", "sync"), help="vector environment kind")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
