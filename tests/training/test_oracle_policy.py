@@ -54,8 +54,10 @@ def test_shadow_stays_in_lock_step_through_an_episode_and_its_autoreset(idm_fold
     policy.reset(np.arange(2))
     ended = np.zeros(2, int)
     for _ in range(horizon + 4):
-        for i in range(2):
+        for i in range(2):  # the same image, and the same physical state bit for bit
             assert np.array_equal(policy.current[i]["image"], obs["image"][i])
+            assert np.array_equal(policy.shadows[i].data.qpos, vec.envs[i].data.qpos)
+            assert np.array_equal(policy.shadows[i].data.qvel, vec.envs[i].data.qvel)
         obs, _, terminated, truncated, _ = vec.step(policy.act(obs))
         ended += terminated | truncated
     vec.close()
