@@ -79,13 +79,54 @@ def test_oracle_frames_are_the_experts_future(idm_folder):
         obs, _ = env.reset(seed=seed + i)
         frames = []
         for _ in range(policy.future_frames):
-            obs, *_ = env.step(expert.act(obs))
+            obs, *_ = env.step(expert.act(obs).astype(np.float32))  # as ExpertPolicy hands them over
             frames.append(obs["image"])
         np.testing.assert_array_equal(policy.last_future_frames[i], np.stack(frames))
         assert not np.array_equal(frames[0], frames[-1])  # the expert moved: the check has teeth
     # the rollout left the shadow where it was: one step on from the reset, with the IDM's action
     assert all(s._steps == 1 for s in policy.shadows)
     policy.close()
+
+
+class ExpertActionsIDM:
+    """A stand-in for a perfect IDM: it answers each oracle video with the actions that made it."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def predict_action_chunk(self, frames):
+        import torch
+
+        current = ((frames[:, 0].permute(0, 2, 3, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
+        envs = [next(i for i in range(self.policy.num_envs) if np.array_equal(self.policy.current[i]["image"], c))
+                for c in current]
+        return torch.from_numpy(np.stack([self.policy.last_expert_actions[i] for i in envs]))
+
+
+def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
+    from vans_sim.policies import ExpertPolicy
+    from vans_training.policies import OracleVideoPolicy
+
+    def rollout(policy):
+        vec = SyncVectorEnv([functools.partial(RoboDeskEnv, task=TASK, split="heldout")] * 2,
+                            autoreset_mode=AutoresetMode.NEXT_STEP)
+        obs, _ = vec.reset(seed=[3, 4])
+        policy.reset(np.arange(2))
+        live, steps, success = np.ones(2, bool), np.zeros(2, int), np.zeros(2, bool)
+        while live.any():
+            obs, _, terminated, truncated, _ = vec.step(policy.act(obs))
+            steps += live
+            success |= live & terminated
+            live &= ~(terminated | truncated)
+        vec.close()
+        return success.tolist(), steps.tolist()
+
+    oracle = OracleVideoPolicy(TASK, 2, seed=3, model=str(idm_folder))
+    oracle.idm = ExpertActionsIDM(oracle)
+    expected = rollout(ExpertPolicy(TASK, 2))
+    assert expected[0] == [True, True]
+    assert rollout(oracle) == expected  # the same episodes, step for step
+    assert oracle.mismatches == 0
 
 
 def test_scored_through_the_vans_sim_cli(tmp_path, caplog):

@@ -132,6 +132,7 @@ class OracleVideoPolicy:
         self.ended = np.zeros(num_envs, bool)  # the shadow's episode ended: the next action is ignored
         self.queued = [np.zeros((0, ACTION_DIM), np.float32) for _ in range(num_envs)]
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
+        self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
         self.mismatches = 0  # steps at which a shadow's image differed from the real one
         self._warned = False
 
@@ -207,11 +208,14 @@ class OracleVideoPolicy:
     def _expert_future(self, i: int) -> np.ndarray:
         """(K, H, W, 3) uint8: the frames the scripted expert produces from the shadow's exact state."""
         env, snapshot = self.shadows[i], self._snapshot(i)
-        expert, obs, frames = copy.deepcopy(self.experts[i]), self.current[i], []
+        expert, obs, frames, actions = copy.deepcopy(self.experts[i]), self.current[i], [], []
         try:
             for _ in range(self.future_frames):
-                obs, *_ = env.step(expert.act(obs))  # past the episode's end too: the frames are all we keep
+                # float32, as the expert policy hands its actions to the vector environment
+                actions.append(np.clip(expert.act(obs), -1.0, 1.0).astype(np.float32))
+                obs, *_ = env.step(actions[-1])  # past the episode's end too: the frames are all we keep
                 frames.append(obs["image"])
         finally:
             self._restore(i, snapshot)
+        self.last_expert_actions[i] = np.stack(actions)
         return np.stack(frames)
