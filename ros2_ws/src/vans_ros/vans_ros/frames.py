@@ -78,12 +78,12 @@ def decode_compressed(msg, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS
     """``sensor_msgs/CompressedImage`` (jpeg or png) -> ``(image_size, image_size, 3)`` uint8 RGB, and the
     picture's ``(height, width)``.
 
-    ``format`` follows image_transport: ``"jpeg"``, ``"png"`` or ``"rgb8; jpeg compressed bgr8"``; the
-    compression is the last word.
+    ``format`` is ``"jpeg"``, ``"png"``, or image_transport's ``"rgb8; jpeg compressed bgr8"``, whose
+    compression is the first word after the semicolon. Depth images (``compressedDepth``) are refused.
     """
-    fmt = msg.format.strip().lower().split()[-1] if msg.format.strip() else ""
-    fmt = "jpeg" if fmt == "jpg" else fmt
-    if fmt not in COMPRESSED_FORMATS:
+    words = msg.format.lower().split(";")[-1].split()
+    fmt = {"jpg": "jpeg"}.get(words[0], words[0]) if words else ""
+    if fmt not in COMPRESSED_FORMATS or "compresseddepth" in words:
         raise FrameError("format", f"unsupported compressed format {msg.format!r}; expected jpeg or png")
     if len(msg.data) == 0:
         raise FrameError("zero_size", "compressed image has no data")
