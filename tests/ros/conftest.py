@@ -11,7 +11,7 @@ os.environ["ROS_DOMAIN_ID"] = str(random.Random().randint(1, 101))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,10 +33,14 @@ def ros():
 
 
 class Spinner:
-    """Nodes spun on a background executor; ``wait_for`` polls a condition from the test thread."""
+    """Nodes spun on a background executor; ``wait_for`` polls a condition from the test thread.
+
+    One executor thread, as the nodes' entry points use: the sim camera renders with MuJoCo, whose
+    GL context must stay on one thread.
+    """
 
     def __init__(self):
-        self.executor = MultiThreadedExecutor(num_threads=2)
+        self.executor = SingleThreadedExecutor()
         self.nodes = []
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
@@ -48,8 +52,10 @@ class Spinner:
 
     def close(self):
         for node in reversed(self.nodes):
-            if hasattr(node, "close"):
-                node.close()
+            if hasattr(node, "close"):  # on the executor's thread, where the nodes' resources were made
+                task = self.executor.create_task(node.close)
+                wait_for(task.done, what=f"{node.get_name()} to close")
+                task.result()
             self.executor.remove_node(node)
             node.destroy_node()
         self.executor.shutdown(timeout_sec=5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> dict:
     if untrained_stand_in:
         print(f"vans-ros-demo: NO TRAINED MODEL at models/vans-desk-64: planning with an UNTRAINED tiny checkpoint "
               f"({model_dir}); expect no successes", file=sys.stderr)
+    # Both nodes live in this process: discovery need not leave the machine.
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     with rclpy.init(args=ros_args):
         planner = PlannerNode(parameter_overrides=[Parameter("model_dir", value=str(model_dir))])
         sim = SimCameraNode(
@@ -140,7 +143,7 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
         "planner_ms_p50": planner.planner_ms.percentile(50),
         "node_overhead_ms_p50": planner.overhead_ms.percentile(50),
         "dropped_frames": planner.dropped_frames, "backend": planner.params["backend"],
-        "gif": gif.name if frames else None,
+        "gif": gif.name if frames else None, "gif_frames": len(frames),
     }
     (args.out / "report.json").write_text(json.dumps(report, indent=2))
     lines = ["# vans_ros closed-loop demo (sim camera + planner over ROS 2)", ""]

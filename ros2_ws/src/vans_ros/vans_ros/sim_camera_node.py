@@ -84,7 +84,9 @@ class SimCameraNode(Node):
         self.create_subscription(MultiDOFJointTrajectory, "action_plan", self._on_plan, RELIABLE_10)
         self.create_subscription(TwistStamped, "cmd", self._on_cmd, RELIABLE_10)
         self.pub_instruction.publish(String(data=self.task.instruction))
-        self._reset()
+        # The first reset happens in the first tick: MuJoCo's GL context belongs to the thread that
+        # renders first, and every render must happen on the executor's thread (spin it single-threaded).
+        self._started = False
         self.create_timer(1.0 / p["step_rate_hz"], self._step)
         self.get_logger().info(f"task {self.task.name!r} ({self.task.instruction!r}), {p['split']} split, "
                                f"{p['image_size']}px at {p['step_rate_hz']} Hz")
@@ -122,6 +124,7 @@ class SimCameraNode(Node):
         self._publish(obs, info)
 
     def _publish(self, obs, info) -> None:
+        self.ee_pos = obs["ee_pos"]
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params["frame_id"])
         self.pub_image.publish(plan_messages.rgb_to_image(obs["image"], header))
         if info["caption"] != self.caption:
@@ -130,6 +133,10 @@ class SimCameraNode(Node):
 
     def _step(self) -> None:
         if self.done:
+            return
+        if not self._started:
+            self._started = True
+            self._reset()
             return
         obs, _, terminated, truncated, info = self.env.step(self._next_action())
         self.steps += 1

@@ -1,0 +1,107 @@
+"""The sim camera as a stand-in robot (frames out, plans and twists executed, episodes reported),
+the demo's closed loop through its console entry point, and which checkpoint the nodes pick."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import TwistStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Header, String
+from trajectory_msgs.msg import MultiDOFJointTrajectory
+
+from conftest import wait_for
+from ros_probe import LATCHED, RELIABLE
+from vans_ros import checkpoints
+from vans_ros.plan_messages import action_to_twist, actions_to_trajectory
+from vans_ros.sim_camera_node import SimCameraNode
+
+
+class Robot(Node):
+    """Plays the planner's part against the sim camera."""
+
+    def __init__(self):
+        super().__init__("robot_probe")
+        self.frames, self.episodes, self.successes, self.instructions = [], [], [], []
+        self.plan_pub = self.create_publisher(MultiDOFJointTrajectory, "action_plan", RELIABLE)
+        self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE)
+        self.create_subscription(Image, "camera/image_raw", self.frames.append, qos_profile_sensor_data)
+        self.create_subscription(String, "/sim_camera/episode", lambda m: self.episodes.append(json.loads(m.data)),
+                                 RELIABLE)
+        self.create_subscription(Bool, "/sim_camera/success", lambda m: self.successes.append(m.data), RELIABLE)
+
+    def join_late(self):
+        self.create_subscription(String, "instruction", lambda m: self.instructions.append(m.data), LATCHED)
+
+
+def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
+    sim = spinner.add(SimCameraNode(parameter_overrides=[
+        Parameter("step_rate_hz", value=100.0), Parameter("max_episode_steps", value=40),
+        Parameter("episodes", value=2), Parameter("execute_actions", value=4)]))
+    robot = spinner.add(Robot())
+    wait_for(lambda: len(robot.frames) >= 3, what="camera frames")
+    frame = robot.frames[-1]
+    assert (frame.encoding, frame.height, frame.width, frame.header.frame_id) == ("rgb8", 64, 64, "desk_camera")
+
+    robot.join_late()  # transient local: the instruction published at start-up still arrives
+    wait_for(lambda: robot.instructions, what="the latched instruction")
+    assert robot.instructions == ["push the red button"]
+
+    start = sim.ee_pos.copy()
+    plan = np.tile(np.array([[1.0, 0.0, 0.0, -1.0]], np.float32), (8, 1))
+    robot.plan_pub.publish(actions_to_trajectory(plan, Header(), 0.05, 0.02))
+    wait_for(lambda: sim.ee_pos[0] - start[0] > 0.05, timeout=10, what="the tool to move +x with the plan")
+    moved = sim.ee_pos[0] - start[0]
+    assert moved < 4 * 0.02 + 0.01  # only execute_actions=4 of the 8 actions were run
+
+    start = sim.ee_pos.copy()
+    for _ in range(40):  # a servo streams twists; each is executed for at most cmd_timeout_s
+        robot.cmd_pub.publish(action_to_twist(np.array([0.0, -1.0, 0.0, 0.0]), Header(), 0.05, 0.02))
+        time.sleep(0.05)
+        if start[1] - sim.ee_pos[1] > 0.03:
+            break
+    assert start[1] - sim.ee_pos[1] > 0.03
+
+    wait_for(lambda: sim.done and len(robot.episodes) == 2, timeout=30, what="two episodes")
+    assert [e["episode"] for e in robot.episodes] == [0, 1] and [e["seed"] for e in robot.episodes] == [0, 1]
+    assert all(e["task"] == "push_red" and e["steps"] <= 40 for e in robot.episodes)
+    assert robot.successes == [e["success"] for e in robot.episodes]
+
+
+def test_demo_closed_loop_writes_report_and_gif(tiny_model, tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([Path(sys.executable).parent / "vans-ros-demo", "--episodes", "2", "--max-steps", "20",
+                             "--model", str(tiny_model), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["completed"] and len(report["episodes"]) == 2
+    assert report["plans"] > 0 and report["plan_latency_ms"]["p50"] > 0
+    assert report["trained"] is False
+    assert "UNTRAINED" in (out / "report.md").read_text()
+    assert report["gif_frames"] >= 30  # one per camera frame (the GIF writer merges identical ones)
+    from PIL import Image as PILImage
+    with PILImage.open(out / "camera_vs_foreseen.gif") as gif:
+        assert gif.size == (2 * (64 + 2 + 64), 128)
+
+
+def test_model_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(checkpoints, "_REPO_ROOT", tmp_path / "elsewhere")
+    assert checkpoints.resolve_model_dir("some/dir") == (Path("some/dir"), False)
+    try:
+        checkpoints.resolve_model_dir("")
+        raise AssertionError("an empty model_dir without a shipped model must fail")
+    except FileNotFoundError as e:
+        assert "model_dir" in str(e)
+    shipped = tmp_path / "models" / "vans-desk-64"
+    shipped.mkdir(parents=True)
+    (shipped / "model_index.json").write_text("{}")
+    assert checkpoints.resolve_model_dir("", fallback_dir=tmp_path / "tiny") == (tmp_path / checkpoints.SHIPPED_MODEL,
+                                                                                False)
