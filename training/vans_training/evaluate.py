@@ -1,0 +1,146 @@
+"""``vans-train eval``: next-event metrics of a planner checkpoint (a table like VANS Table 1).
+
+    vans-train eval --model models/vans-desk-64 --data data/heldout --out runs/eval-heldout
+
+For a fixed, seeded subset of next-event samples of DATA (any ``vans-sim record`` output; by default
+the held-out-scene test set), the planner predicts the caption and the K frames of the next event
+from the context clip and the instruction. Scores, each averaged over the samples:
+
+* caption: ROUGE-L, BLEU-4 (corpus), MiniLM cosine similarity to the recorded caption;
+* frames: PSNR and SSIM against the recorded future frames;
+* ``alignment``: cosine of the predicted video and the recorded caption under the checkpoint's
+  video-caption model (``MODEL/alignment/``), our stand-in for CLIP-T.
+
+Reference rows put the numbers in context: the recorded future scored the same way (the ceiling of
+``alignment``) and the current frame held K times (the floor any video model must beat on PSNR).
+
+Writes ``OUT/eval.json`` (the scores, the sample count, per-task scores, the references),
+``OUT/eval.md`` and ``OUT/samples.gif`` (current frame, recorded and predicted futures).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from vans_engine.planner import Planner
+
+from vans_training.assemble import ALIGNMENT_DIR
+from vans_training.data import NextEventData, to_model_frames
+from vans_training.metrics import caption_scores, psnr, sentence_embeddings, ssim
+from vans_training.models.alignment import VideoCaptionAligner
+
+METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
+
+
+@torch.no_grad()
+def alignment_scores(aligner: VideoCaptionAligner, videos: np.ndarray, captions: list[str]) -> np.ndarray:
+    """Per-sample cosine of (N, K, S, S, 3) uint8 videos with their captions."""
+    embeddings = sentence_embeddings(captions)
+    scores = [aligner.score(to_model_frames(videos[i:i + 64]), embeddings[i:i + 64]) for i in range(0, len(videos), 64)]
+    return torch.cat(scores).numpy()
+
+
+def score_predictions(captions: list[str], frames: np.ndarray, references: list[str], futures: np.ndarray,
+                      aligner: VideoCaptionAligner) -> dict[str, float]:
+    """The six metrics of predicted captions and frames against the recorded ones."""
+    scores = caption_scores(captions, references)
+    scores["psnr"] = float(np.mean([psnr(p, t) for p, t in zip(frames, futures)]))
+    scores["ssim"] = float(np.mean([ssim(p, t) for p, t in zip(frames, futures)]))
+    scores["alignment"] = float(alignment_scores(aligner, frames, references).mean())
+    return scores
+
+
+def write_samples_gif(path: Path, current: np.ndarray, futures: np.ndarray, frames: np.ndarray,
+                      count: int = 6, scale: int = 2) -> None:
+    """A grid: per sample, the recorded future and the predicted one, each starting at the current frame."""
+    from vans_sim.report import write_grid_video
+
+    clips = {}
+    for i in range(min(count, len(frames))):
+        for label, video in (("true", futures[i]), ("pred", frames[i])):
+            clip = np.concatenate([current[i][None], video]).repeat(scale, axis=1).repeat(scale, axis=2)
+            clips[f"{label} {i}"] = list(clip)
+    write_grid_video(clips, path, fps=4, columns=4)
+
+
+def format_table(result: dict) -> str:
+    header = "| | " + " | ".join(METRICS) + " |\n|---|" + "---:|" * len(METRICS) + "\n"
+
+    def row(name: str, values: dict) -> str:
+        return f"| {name} | " + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRICS) + " |\n"
+
+    table = header + row("planner", result)
+    for name, values in result["references"].items():
+        table += row(name, values)
+    table += "\n| task | samples | " + " | ".join(METRICS) + " |\n|---|---:|" + "---:|" * len(METRICS) + "\n"
+    for task, values in result["per_task"].items():
+        table += f"| {task} | {values['samples']} | " + " | ".join(f"{values[m]:.3f}" for m in METRICS) + " |\n"
+    return table
+
+
+def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = "all", steps: int | None = None,
+             samples: int = 256, batch_size: int = 32, backend: str = "torch", seed: int = 0) -> dict:
+    """Evaluate ``model`` on ``samples`` next-event samples of ``data``; write and return the result."""
+    model, out = Path(model), Path(out)
+    aligner_folder = model / ALIGNMENT_DIR
+    if not (aligner_folder / "config.json").is_file():
+        raise FileNotFoundError(f"{aligner_folder}: no alignment model; the alignment score needs one "
+                                "(assemble the checkpoint with --alignment)")
+    if samples < 1 or batch_size < 1:
+        raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}")
+    planner = Planner.from_pretrained(model, backend=backend)
+    aligner = VideoCaptionAligner.from_pretrained(aligner_folder).eval()
+    config = planner.config
+    dataset = NextEventData(data, split, config.context_frames, config.future_frames, anchor_every=4)
+    indices = dataset.fixed_indices(samples, seed)
+    steps = steps or config.num_inference_steps
+
+    # 1. Predict captions and frames, batch by batch
+    captions, frames, started = [], [], time.perf_counter()
+    for k, chunk in enumerate(tqdm(np.array_split(indices, max(1, len(indices) // batch_size)), desc="eval")):
+        batch = dataset.batch(chunk)
+        plans = planner.plan_batch(batch.context, batch.instructions, steps=steps, seed=seed + k)
+        captions += [p.caption for p in plans]
+        frames.append(np.stack([p.frames for p in plans]))
+    frames = np.concatenate(frames)
+    seconds = time.perf_counter() - started
+
+    # 2. Score them, overall, per task and for the reference rows
+    truth = dataset.batch(indices)
+    result = {**score_predictions(captions, frames, truth.captions, truth.future, aligner),
+              "samples": int(len(indices)), "steps": steps, "model": str(model), "data": str(data),
+              "split": split, "backend": backend, "seconds": round(seconds, 1)}
+    still = np.repeat(truth.context[:, -1:], config.future_frames, axis=1)
+    result["references"] = {
+        "recorded future": {"psnr": 100.0, "ssim": 1.0,
+                            "alignment": float(alignment_scores(aligner, truth.future, truth.captions).mean())},
+        "current frame held": {"psnr": float(np.mean([psnr(s, t) for s, t in zip(still, truth.future)])),
+                               "ssim": float(np.mean([ssim(s, t) for s, t in zip(still, truth.future)])),
+                               "alignment": float(alignment_scores(aligner, still, truth.captions).mean())},
+    }
+    result["per_task"] = {}
+    for task in sorted(set(truth.tasks)):
+        rows = [i for i, t in enumerate(truth.tasks) if t == task]
+        result["per_task"][task] = {
+            **score_predictions([captions[i] for i in rows], frames[rows], [truth.captions[i] for i in rows],
+                                truth.future[rows], aligner), "samples": len(rows)}
+    result["examples"] = [{"task": truth.tasks[i], "predicted": captions[i], "recorded": truth.captions[i]}
+                          for i in range(min(12, len(captions)))]
+
+    # 3. Write the report
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    examples = "\n".join(f"| {e['task']} | {e['predicted']} | {e['recorded']} |" for e in result["examples"])
+    (out / "eval.md").write_text(
+        f"# Next-event evaluation of `{model}`\n\n{len(indices)} samples of `{data}` (split {split}), "
+        f"{steps} denoising steps, {backend} backend, {seconds:.0f} s.\n\n{format_table(result)}\n"
+        f"| task | predicted caption | recorded caption |\n|---|---|---|\n{examples}\n\n"
+        "![samples](samples.gif)\n")
+    write_samples_gif(out / "samples.gif", truth.context[:, -1], truth.future, frames)
+    print(format_table(result))
+    return result

@@ -1,0 +1,3 @@
+from vans_training.models.alignment import VideoCaptionAligner
+
+__all__ = ["VideoCaptionAligner"]
