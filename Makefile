@@ -22,10 +22,10 @@ $(STAMP): constraints.txt sim/pyproject.toml engine/pyproject.toml scripts/insta
 	$(BIN)/pip install -q -c constraints.txt -e sim -e engine pytest -e 'ros2_ws/src/vans_ros[venv,test]'
 	touch $(STAMP)
 
+# The ROS 2 closed loop: sim camera + planner over rclpy/Fast DDS, on models/vans-desk-64 when it is
+# shipped, otherwise on a tiny untrained checkpoint (the report says so at the top).
 demo: setup
-	$(BIN)/vans-sim score --policy expert --tasks push_red,open_drawer,ball_in_shelf,stack,open_drawer_then_push_red \
-		--episodes 10 --split heldout --image-size 128 --num-envs 2 --out outputs/demo
-	@echo "demo report: outputs/demo/report.md (video: outputs/demo/rollouts.gif)"
+	$(BIN)/vans-ros-demo --episodes 3 --out outputs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -33,6 +33,7 @@ test: setup
 bench: setup
 	$(BIN)/python sim/benchmarks/bench_sim.py --out benchmarks/results/sim.json
 	$(BIN)/python engine/benchmarks/bench_planner.py --device cpu --out benchmarks/results/planner_cpu.json
+	$(BIN)/python ros2_ws/src/vans_ros/benchmarks/bench_node.py --out benchmarks/results/ros_node_cpu.json
 
 clean:
 	rm -rf $(VENV) outputs

@@ -78,7 +78,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="vans-ros-demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=3, help="episodes to run (default 3)")
-    parser.add_argument("--max-steps", type=int, default=100, help="steps before an episode is cut (default 100)")
+    parser.add_argument("--max-steps", type=int, default=0, help="steps before an episode is cut; 0 (default) = "
+                        "the task's own limit")
     parser.add_argument("--task", default="push_red", help="vans_sim task (default push_red)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (default 0)")
     parser.add_argument("--model", default="", help="checkpoint folder; default: the shipped models/vans-desk-64, "
@@ -86,8 +87,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="report folder")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this many seconds")
     args = parser.parse_args(argv)
-    if args.episodes < 1 or args.max_steps < 1:
-        parser.error("--episodes and --max-steps must be >= 1")
+    if args.episodes < 1 or args.max_steps < 0:
+        parser.error("--episodes must be >= 1 and --max-steps >= 0")
     return args
 
 

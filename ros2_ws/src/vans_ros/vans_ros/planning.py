@@ -51,6 +51,10 @@ class LatencyWindow:
         with self._lock:
             return float(np.percentile(self._values, q)) if self._values else float("nan")
 
+    def last(self) -> float:
+        with self._lock:
+            return self._values[-1] if self._values else float("nan")
+
     def __len__(self) -> int:
         return len(self._values)
 
