@@ -41,23 +41,36 @@ def yaml_parameters(name: str) -> dict:
     return section["ros__parameters"]
 
 
+def calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [c for c in ast.walk(tree) if isinstance(c, ast.Call) and getattr(c.func, "id", "") == name]
+
+
+def launch_arguments(path: Path) -> set[str]:
+    return {ast.literal_eval(c.args[0]) for c in calls(ast.parse(path.read_text()), "DeclareLaunchArgument")}
+
+
 def launch_nodes(path: Path) -> list[dict]:
-    """The Node(...) calls of a launch file: executable, name, parameter keys given inline, remappings."""
+    """The Node(...) calls of a launch file, and those of the launch files it includes: executable,
+    name, parameter keys given inline, remappings."""
     tree = ast.parse(path.read_text())
-    declared = {ast.literal_eval(c.args[0]) for c in ast.walk(tree)
-                if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
-    used = {ast.literal_eval(c.args[0]) for c in ast.walk(tree)
-            if isinstance(c, ast.Call) and getattr(c.func, "id", "") == "LaunchConfiguration"}
+    declared = launch_arguments(path)
+    used = {ast.literal_eval(c.args[0]) for c in calls(tree, "LaunchConfiguration")}
     assert used <= declared, f"{path.name}: launch arguments used but not declared: {used - declared}"
     nodes = []
-    for call in ast.walk(tree):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Node":
-            kw = {k.arg: k.value for k in call.keywords}
-            params = [ast.literal_eval(k) for p in kw["parameters"].elts if isinstance(p, ast.Dict) for k in p.keys]
-            remaps = [ast.literal_eval(t.elts[0]) for t in kw.get("remappings", ast.List(elts=[])).elts]
-            nodes.append({"package": ast.literal_eval(kw["package"]), "executable": ast.literal_eval(kw["executable"]),
-                          "name": ast.literal_eval(kw["name"]), "parameters": params, "remappings": remaps,
-                          "params_file": any(isinstance(p, ast.Call) for p in kw["parameters"].elts)})
+    for include in calls(tree, "IncludeLaunchDescription"):
+        (source,) = calls(include, "PythonLaunchDescriptionSource")
+        included = path.parent / ast.literal_eval(source.args[0].args[-1])  # os.path.join(share, "launch", NAME)
+        passed = {ast.literal_eval(k) for k in
+                  next(k.value for k in include.keywords if k.arg == "launch_arguments").func.value.keys}
+        assert passed <= launch_arguments(included), f"{path.name} passes {passed - launch_arguments(included)}"
+        nodes += launch_nodes(included)
+    for call in calls(tree, "Node"):
+        kw = {k.arg: k.value for k in call.keywords}
+        params = [ast.literal_eval(k) for p in kw["parameters"].elts if isinstance(p, ast.Dict) for k in p.keys]
+        remaps = [ast.literal_eval(t.elts[0]) for t in kw.get("remappings", ast.List(elts=[])).elts]
+        nodes.append({"package": ast.literal_eval(kw["package"]), "executable": ast.literal_eval(kw["executable"]),
+                      "name": ast.literal_eval(kw["name"]), "parameters": params, "remappings": remaps,
+                      "params_file": any(isinstance(p, ast.Call) for p in kw["parameters"].elts)})
     return nodes
 
 
@@ -76,7 +89,8 @@ def test_launch_file_names_real_executables_parameters_and_topics(launch):
     topics = {"planner": {"camera/image_raw", "camera/image_raw/compressed", "instruction"},
               "sim_camera": {"action_plan", "cmd"}}
     nodes = launch_nodes(PACKAGE / "launch" / launch)
-    assert nodes
+    assert sorted(n["name"] for n in nodes) == {"planner.launch.py": ["planner"],
+                                                "sim_demo.launch.py": ["planner", "sim_camera"]}[launch]
     for node in nodes:
         assert node["package"] == "vans_ros"
         assert node["executable"] in scripts, f"{launch}: no console script {node['executable']!r}"

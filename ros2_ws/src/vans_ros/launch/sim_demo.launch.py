@@ -4,14 +4,15 @@
     ros2 launch vans_ros sim_demo.launch.py task:=open_drawer foxglove_port:=8765
 
 The sim camera publishes camera/image_raw and the task's instruction, and executes the planner's
-~/action_plan. Written for ROS 2 Jazzy and Kilted (launch, launch_ros).
+~/action_plan; the planner comes from planner.launch.py. Written for ROS 2 Jazzy and Kilted (launch, launch_ros).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
@@ -42,18 +43,12 @@ def generate_launch_description():
         output="screen",
         emulate_tty=True,
     )
-    planner = Node(
-        package="vans_ros",
-        executable="vans-ros-planner",
-        name="planner",
-        parameters=[
-            LaunchConfiguration("planner_params_file"),
-            {
-                "model_dir": ParameterValue(LaunchConfiguration("model_dir"), value_type=str),
-                "foxglove_port": ParameterValue(LaunchConfiguration("foxglove_port"), value_type=int),
-            },
-        ],
-        output="screen",
-        emulate_tty=True,
+    planner = IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(os.path.join(share, "launch", "planner.launch.py")),
+        launch_arguments={
+            "params_file": LaunchConfiguration("planner_params_file"),
+            "model_dir": LaunchConfiguration("model_dir"),
+            "foxglove_port": LaunchConfiguration("foxglove_port"),
+        }.items(),
     )
     return LaunchDescription(launch_args + [sim_camera, planner])

@@ -152,8 +152,8 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
         lines += ["> **The planner is UNTRAINED** (`" + str(model_dir) + "`): no trained model is shipped at "
                   "`models/vans-desk-64` yet, so this run uses a tiny random checkpoint. It shows the ROS loop "
                   "working, not a policy: expect no successes.", ""]
-    lines += [f"- command: `vans-ros-demo --episodes {args.episodes} --max-steps {args.max_steps} --task {args.task} "
-              f"--seed {args.seed}`",
+    max_steps = f" --max-steps {args.max_steps}" if args.max_steps else ""
+    lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{max_steps} --task {args.task} --seed {args.seed}`",
               f"- model: `{model_dir}` ({'trained' if trained else 'untrained'}), backend {report['backend']}",
               f"- task: `{args.task}` ({sim.task.instruction!r}), held-out split",
               f"- success: **{sum(e['success'] for e in episodes)}/{len(episodes)}** episodes"
