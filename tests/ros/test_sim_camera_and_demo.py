@@ -22,6 +22,8 @@ from vans_ros import checkpoints
 from vans_ros.plan_messages import action_to_twist, actions_to_trajectory
 from vans_ros.sim_camera_node import SimCameraNode
 
+PACKAGE = Path(__file__).resolve().parents[2] / "ros2_ws/src/vans_ros"
+
 
 class Robot(Node):
     """Plays the planner's part against the sim camera."""
@@ -77,7 +79,8 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
 def test_demo_closed_loop_writes_report_and_gif(tiny_model, tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([Path(sys.executable).parent / "vans-ros-demo", "--episodes", "2", "--max-steps", "20",
-                             "--model", str(tiny_model), "--out", str(out)],
+                             "--model", str(tiny_model), "--out", str(out),
+                             "--ros-args", "--params-file", str(PACKAGE / "config" / "planner.yaml")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -6,11 +6,9 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
 import websockets
 from mcap.reader import make_reader
 from rclpy.parameter import Parameter
-from std_msgs.msg import String
 
 from conftest import wait_for
 from ros_probe import Probe, scene

@@ -25,22 +25,20 @@ import threading
 import time
 from collections import deque
 
-import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
-from geometry_msgs.msg import TwistStamped
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
 from vans_ros import frames as frame_codec
 from vans_ros import plan_messages
 from vans_ros.checkpoints import resolve_model_dir
 from vans_ros.entry import spin_node
-from vans_ros.health import ERROR, OK, WARN, InputHealth, diagnostic_status
+from vans_ros.health import OK, WARN, InputHealth, diagnostic_status
 from vans_ros.parameters import ParameterError, ParameterSpec, declare_and_check, non_negative, positive
 from vans_ros.planning import LatencyWindow, PlanRequest, PlanWorker
 
@@ -108,14 +106,15 @@ class PlannerNode(Node):
         self._submitted_stamp: float | None = None
         self._arrivals: deque[float] = deque()
         self.frames_received = 0
+        self.frames_rejected = 0
         self._plans_started = 0
         self.health = InputHealth(self.get_logger())
         self.latency_ms, self.planner_ms, self.overhead_ms = LatencyWindow(), LatencyWindow(), LatencyWindow()
 
-        from vans_ros.teleop_view import TeleopView
-
         self.view = None
         if p["foxglove_port"] or p["mcap_path"]:
+            from vans_ros.teleop_view import TeleopView  # foxglove-sdk is loaded only when a view is asked for
+
             self.view = TeleopView(p["foxglove_port"], p["mcap_path"], host=p["foxglove_host"])
 
         self.pub_event = self.create_publisher(String, "~/next_event", RELIABLE_10)
@@ -172,6 +171,7 @@ class PlannerNode(Node):
         try:
             rgb, source_shape = decode(msg, self.image_size, self.max_pixels)
         except frame_codec.FrameError as e:
+            self.frames_rejected += 1
             self.health.report(e.kind, f"{topic}: frame rejected: {e}")
             return
         stamp_s = plan_messages.time_to_seconds(msg.header.stamp)
@@ -273,7 +273,7 @@ class PlannerNode(Node):
     @property
     def dropped_frames(self) -> int:
         """Frames never planned on: rejected ones, and plan requests a newer frame replaced."""
-        return self.health.total - self.health.counts.get("no_instruction", 0) + self.worker.requests_dropped
+        return self.frames_rejected + self.worker.requests_dropped
 
     def _publish_diagnostics(self) -> None:
         with self._lock:
