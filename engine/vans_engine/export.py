@@ -18,6 +18,7 @@ import torch
 from vans_engine.checkpoint import sha256_file
 from vans_engine.constants import EXPORTED_DIR
 from vans_engine.models.vdm.export import export_vdm_onnx
+from vans_engine.models.vdm.parameterization import as_denoiser
 
 IDM_INPUT, IDM_OUTPUT = "frames", "actions"
 
@@ -33,11 +34,14 @@ def _source_hashes(folder: Path) -> dict[str, str]:
             for name in ("vdm", "idm") for p in sorted((folder / name).glob("*")) if p.is_file()}
 
 
-def exports_are_current(folder: Path) -> bool:
+def exports_are_current(folder: Path, vdm_prediction: str = "velocity") -> bool:
+    """Whether ``exported/`` was made from the weights now in ``folder`` and the same VDM prediction."""
     manifest = Path(folder) / EXPORTED_DIR / "manifest.json"
     if not manifest.exists() or not all(p.exists() for p in exported_paths(folder).values()):
         return False
-    return json.loads(manifest.read_text()).get("sources") == _source_hashes(folder)
+    made_from = json.loads(manifest.read_text())
+    return (made_from.get("sources") == _source_hashes(folder)
+            and made_from.get("vdm_prediction", "velocity") == vdm_prediction)
 
 
 def export_idm_onnx(idm, path: Path, future_frames: int, image_size: int) -> Path:
@@ -58,10 +62,12 @@ def export_onnx(planner) -> dict[str, Path]:
     folder = Path(planner.folder)
     paths = exported_paths(folder)
     cfg = planner.config
-    export_vdm_onnx(planner.vdm, paths["vdm"], num_frames=cfg.future_frames, image_size=cfg.image_size,
-                    caption_length=planner.text_encoder.max_length)
+    # The graph holds the whole denoiser call, including the residual-to-velocity conversion.
+    export_vdm_onnx(as_denoiser(planner.vdm, cfg.vdm_prediction), paths["vdm"], num_frames=cfg.future_frames,
+                    image_size=cfg.image_size, caption_length=planner.text_encoder.max_length)
     export_idm_onnx(planner.idm, paths["idm"], cfg.future_frames, cfg.image_size)
-    (folder / EXPORTED_DIR / "manifest.json").write_text(json.dumps({"sources": _source_hashes(folder)}, indent=2))
+    manifest = {"sources": _source_hashes(folder), "vdm_prediction": cfg.vdm_prediction}
+    (folder / EXPORTED_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return paths
 
 
@@ -70,7 +76,7 @@ def export_tensorrt(planner, enable_fp16: bool = True) -> dict[str, Path]:
     from vans_engine.backends import TensorRTRunner
 
     folder = Path(planner.folder)
-    if not exports_are_current(folder):
+    if not exports_are_current(folder, planner.config.vdm_prediction):
         export_onnx(planner)
     engines = {}
     for name, onnx_path in exported_paths(folder).items():

@@ -43,6 +43,7 @@ from vans_engine.backends import (
 from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
 from vans_engine.models.idm import InverseDynamicsModel
 from vans_engine.models.vdm.modeling_vdm import load_vdm
+from vans_engine.models.vdm.parameterization import as_denoiser, check_prediction
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
 from vans_engine.models.vdm.text_encoder import CaptionEncoder
 from vans_engine.models.vlm import NextEventVLM
@@ -62,6 +63,8 @@ class PlannerConfig:
         action_dim (`int`): dx, dy, dz, gripper.
         control_period_s (`float`): seconds between consecutive frames, and so between actions.
         max_caption_tokens (`int`): longest caption the VLM writes.
+        vdm_prediction (`str`): what the VDM transformer outputs, ``"velocity"`` or
+            ``"current_frame_residual"`` (see ``vans_engine.models.vdm.parameterization``).
     """
 
     image_size: int = 64
@@ -71,8 +74,10 @@ class PlannerConfig:
     action_dim: int = 4
     control_period_s: float = 0.05
     max_caption_tokens: int = 20
+    vdm_prediction: str = "velocity"
 
     def __post_init__(self):
+        check_prediction(self.vdm_prediction)
         for name in ("image_size", "context_frames", "future_frames", "num_inference_steps", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -168,12 +173,12 @@ class Planner:
             if self.cuda_graphs:  # bf16 and CUDA graphs for the two fixed-shape graphs
                 self.vdm.to(torch.bfloat16)
                 self.idm.to(torch.bfloat16)
-                self._denoiser = _CudaGraphDenoiser(self.vdm)
+                self._denoiser = _CudaGraphDenoiser(as_denoiser(self.vdm, self.config.vdm_prediction))
                 idm_graph = CudaGraphCallable(lambda frames: self.idm(frames))
                 self._idm = TorchRunner(lambda frames: idm_graph(frames=frames), ["actions"], self.device,
                                         dtype=torch.bfloat16)
             else:
-                self._denoiser = self.vdm
+                self._denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
                 self._idm = TorchRunner(lambda frames: self.idm(frames), ["actions"], self.device)
             return
         if self.folder is None:
@@ -181,7 +186,7 @@ class Planner:
         from vans_engine.export import export_onnx, exported_paths, exports_are_current
 
         paths = exported_paths(self.folder)
-        if not exports_are_current(self.folder):
+        if not exports_are_current(self.folder, self.config.vdm_prediction):
             export_onnx(self)
         if self.backend == "onnxruntime":
             self._denoiser = _RunnerDenoiser(OnnxRuntimeRunner(paths["vdm"]), self.vdm.config)

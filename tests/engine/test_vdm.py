@@ -21,6 +21,7 @@ from vans_engine.models.vdm import (
     vdm_config,
 )
 from vans_engine.models.vdm.export import example_inputs
+from vans_engine.models.vdm.parameterization import as_denoiser, current_frame, zero_output_layer
 
 # A narrow model keeps the suite fast; the default size is checked by counting, not running.
 TINY = dict(num_layers=1, num_attention_heads=2, attention_head_dim=32, ffn_dim=128)
@@ -188,3 +189,44 @@ def test_export_friendly_attention_matches_diffusers():
     with torch.no_grad():
         torch.testing.assert_close(ours(**inputs, return_dict=False)[0], stock(**inputs, return_dict=False)[0],
                                    rtol=1e-5, atol=1e-5)
+
+
+# -- the current-frame-residual parameterization ------------------------------------------------------
+
+@pytest.mark.parametrize("num_context", [1, 3, 4])
+def test_current_frame_is_read_from_the_last_filled_slot(num_context):
+    clip = context(batch=2, num_context=num_context)
+    packed = pack_model_input(torch.randn(2, 3, 8, 64, 64), clip.float() / 127.5 - 1.0)
+    expected = clip[:, -1].float() / 127.5 - 1.0
+    torch.testing.assert_close(current_frame(packed)[:, :, 0], expected)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 16])
+def test_untrained_residual_model_holds_the_current_frame(steps):
+    """A zeroed output layer predicts no change: every Euler schedule lands on the current frame."""
+    torch.manual_seed(0)
+    denoiser = as_denoiser(zero_output_layer(make_vdm(**TINY)).eval(), "current_frame_residual")
+    clip = context(batch=2)
+    video = VideoDiffusionSampler(denoiser, make_scheduler())(clip, tokens(), num_inference_steps=steps,
+                                                               generator=torch.Generator().manual_seed(0),
+                                                               output_type="uint8").frames
+    held = clip[:, -1:].expand(-1, 8, -1, -1, -1)
+    assert (video.int() - held.int()).abs().max() <= 1
+
+
+def test_residual_denoiser_onnx_matches_pytorch(transformer, tmp_path):
+    denoiser = as_denoiser(transformer, "current_frame_residual")
+    path = export_vdm_onnx(denoiser, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    clip = context(batch=3).float() / 127.5 - 1.0
+    inputs = {"hidden_states": pack_model_input(torch.randn(3, 3, 8, 64, 64), clip),
+              "timestep": torch.tensor([1000.0, 500.0, 20.0]), "encoder_hidden_states": tokens(3)}
+    with torch.no_grad():
+        expected = denoiser(**inputs)[0].numpy()
+    (got,) = session.run(["velocity"], {k: v.numpy() for k, v in inputs.items()})
+    assert np.abs(got - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+
+
+def test_unknown_prediction_is_refused():
+    with pytest.raises(ValueError, match="vdm prediction must be one of"):
+        as_denoiser(make_vdm(**TINY), "epsilon")

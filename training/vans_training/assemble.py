@@ -63,7 +63,8 @@ def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out:
     config = PlannerConfig(image_size=idm_model.config.image_size,
                            context_frames=sizes.get("context_frames", PlannerConfig.context_frames),
                            future_frames=sizes.get("future_frames", PlannerConfig.future_frames),
-                           num_inference_steps=steps)
+                           num_inference_steps=steps,
+                           vdm_prediction=sizes.get("prediction", "velocity"))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

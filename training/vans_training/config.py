@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from vans_engine.models.vdm.parameterization import PREDICTIONS
 
 
 @dataclass
@@ -99,6 +100,9 @@ class VDMTrainConfig(TrainConfig):
 
     Args:
         vdm (`dict`): sizes forwarded to ``vans_engine.models.vdm.vdm_config``.
+        prediction (`str`): ``"current_frame_residual"`` (the transformer predicts the clean video
+            minus the current frame, starting from "nothing moves", trained on the clean video) or
+            ``"velocity"`` (the plain flow-matching target).
         shift (`float`): the scheduler's timestep shift.
         eval_steps (`int`): Euler steps of the samples drawn at each evaluation.
         ema_decay (`float`): exponential moving average of the weights that is saved (0 = off).
@@ -106,6 +110,7 @@ class VDMTrainConfig(TrainConfig):
 
     output_dir: str = "runs/vdm"
     vdm: dict[str, Any] = field(default_factory=dict)
+    prediction: str = "current_frame_residual"
     shift: float = 1.0
     eval_steps: int = 16
     ema_decay: float = 0.999
@@ -114,6 +119,8 @@ class VDMTrainConfig(TrainConfig):
         super().__post_init__()
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 @dataclass

@@ -20,16 +20,17 @@ step count drops, which keeps the ONNX export and every backend unchanged.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
-from vans_engine.models.vdm import VideoDiffusionSampler, load_vdm, make_scheduler
+from vans_engine.models.vdm import VideoDiffusionSampler, as_denoiser, load_vdm, make_scheduler
 
 from vans_training.config import DistillConfig
 from vans_training.metrics import psnr
-from vans_training.stages.vdm import VDMStage, flow_matching_loss, torch_generator
+from vans_training.stages.vdm import VDMStage, flow_matching_loss, loss_target, torch_generator
 from vans_training.trainer import FINAL
 
 PAIRS_DIR = "reflow"
@@ -57,13 +58,20 @@ class DistillStage(VDMStage):
 
     def __init__(self, config: DistillConfig, device: torch.device):
         self.teacher_folder = resolve_vdm_folder(config.teacher)
+        teacher_run = self.teacher_folder.parent / "config.json"
+        if self.teacher_folder.name == FINAL and teacher_run.is_file():
+            teacher_prediction = json.loads(teacher_run.read_text()).get("prediction", "velocity")
+            if teacher_prediction != config.prediction:
+                raise ValueError(f"prediction is {config.prediction!r} but the teacher {self.teacher_folder} "
+                                 f"was trained with {teacher_prediction!r}")
         super().__init__(config, device)
-        self.teacher = load_vdm(self.teacher_folder, device).requires_grad_(False)
+        self.teacher = as_denoiser(load_vdm(self.teacher_folder, device).requires_grad_(False), config.prediction)
         self.pair_samples: np.ndarray | None = None
         self.pair_videos: torch.Tensor | None = None
 
     def build_model(self):
-        return load_vdm(self.teacher_folder)
+        """The student: the teacher's weights, read the same way (``config.prediction``)."""
+        return as_denoiser(load_vdm(self.teacher_folder), self.config.prediction)
 
     def video_shape(self) -> tuple[int, ...]:
         size = self.train_data.image_size
@@ -109,7 +117,8 @@ class DistillStage(VDMStage):
         noise = torch.cat([torch.stack([pair_noise(int(i), self.video_shape()) for i in pairs]).to(self.device),
                            torch.randn((num_real, *self.video_shape()), generator=generator).to(self.device)])
         sigmas = torch.rand(len(clean), generator=generator).to(self.device)
-        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas)
+        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas,
+                                  loss_target(self.config.prediction))
         return loss, {"loss": loss.item()}
 
     # -- 3. evaluation ------------------------------------------------------------------------------------

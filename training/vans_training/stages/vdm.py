@@ -1,10 +1,13 @@
 """``vdm``: the flow-matching teacher: context frames + caption -> the K frames of the next event.
 
-Each step noises the recorded future frames to a random timestep, ``x_t = (1 - s) x_0 + s z``, and
-regresses the velocity ``z - x_0`` (the engine's :func:`flow_matching_inputs`, the same convention as
-diffusers' ``FlowMatchEulerDiscreteScheduler``). The caption reaches the transformer as MiniLM tokens;
-captions repeat, so their tokens are computed once. The saved weights are an exponential moving
-average of the trained ones.
+Each step noises the recorded future frames to a random timestep, ``x_t = (1 - s) x_0 + s z`` (the
+engine's :func:`flow_matching_inputs`, the convention of diffusers' ``FlowMatchEulerDiscreteScheduler``).
+With ``prediction: velocity`` the transformer regresses the velocity ``z - x_0``. With the default
+``prediction: current_frame_residual`` it predicts ``x_0`` minus the current frame, starts from
+"nothing moves" (zeroed output layer) and is trained on the clean video, ``|x_t - s v - x_0|^2``,
+which weighs every noise level by what it gets wrong in pixels. The caption reaches the transformer
+as MiniLM tokens; captions repeat, so their tokens are computed once. The saved weights are an
+exponential moving average of the trained ones.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ import torch.nn.functional as F
 from vans_engine.models.vdm import (
     CaptionEncoder,
     VideoDiffusionSampler,
+    as_denoiser,
     flow_matching_inputs,
     make_scheduler,
     make_vdm,
     pack_model_input,
+    zero_output_layer,
 )
 
 from vans_training.config import VDMTrainConfig
@@ -54,17 +59,31 @@ def torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(2**62)))
 
 
-def flow_matching_loss(model, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
-                       tokens: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """MSE between the predicted and the true velocity at noise levels ``sigmas`` (B,) in [0, 1].
+def flow_matching_loss(denoiser, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                       tokens: torch.Tensor, sigmas: torch.Tensor, target: str = "velocity") -> torch.Tensor:
+    """Flow-matching loss at noise levels ``sigmas`` (B,) in [0, 1].
 
     ``context`` (B, T, 3, H, W) and ``clean`` / ``noise`` (B, 3, K, H, W), all in [-1, 1] units.
+    ``target="velocity"``: MSE of the velocity; ``"clean"``: MSE of the clean video it implies,
+    ``x_t - sigma * velocity`` (the velocity MSE weighted by sigma squared).
     """
     timesteps = sigmas * 1000.0
-    noisy, target = flow_matching_inputs(clean, noise, timesteps)
-    velocity = model(hidden_states=pack_model_input(noisy, context), timestep=timesteps,
-                     encoder_hidden_states=tokens, return_dict=False)[0]
-    return F.mse_loss(velocity.float(), target.float())
+    noisy, velocity_target = flow_matching_inputs(clean, noise, timesteps)
+    velocity = denoiser(hidden_states=pack_model_input(noisy, context), timestep=timesteps,
+                        encoder_hidden_states=tokens, return_dict=False)[0].float()
+    if target == "velocity":
+        return F.mse_loss(velocity, velocity_target.float())
+    return F.mse_loss(noisy - sigmas.view(-1, 1, 1, 1, 1) * velocity, clean.float())
+
+
+def loss_target(prediction: str) -> str:
+    """What a parameterization is trained on (see the module docstring)."""
+    return "velocity" if prediction == "velocity" else "clean"
+
+
+def transformer_of(denoiser) -> torch.nn.Module:
+    """The Wan transformer inside a denoiser (itself, or the one a residual wrapper holds)."""
+    return getattr(denoiser, "transformer", denoiser)
 
 
 class VDMStage(Stage):
@@ -83,7 +102,11 @@ class VDMStage(Stage):
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
 
     def build_model(self):
-        return make_vdm(**self.config.vdm)
+        """The denoiser being trained: a fresh transformer, wrapped per ``config.prediction``."""
+        transformer = make_vdm(**self.config.vdm)
+        if self.config.prediction == "current_frame_residual":
+            zero_output_layer(transformer)
+        return as_denoiser(transformer, self.config.prediction)
 
     # -- training ---------------------------------------------------------------------------------------
 
@@ -98,7 +121,8 @@ class VDMStage(Stage):
         generator = torch_generator(rng)
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         sigmas = torch.rand(len(clean), generator=generator).to(self.device)
-        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas)
+        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas,
+                                  loss_target(self.config.prediction))
         return loss, {"loss": loss.item()}
 
     def after_step(self) -> None:
@@ -129,7 +153,8 @@ class VDMStage(Stage):
         noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)).to(self.device)
         levels = [0.25, 0.5, 0.75, 1.0]
         return float(np.mean([flow_matching_loss(model, context, clean, noise, tokens,
-                                                  torch.full((len(clean),), s, device=self.device)).item()
+                                                  torch.full((len(clean),), s, device=self.device),
+                                                  loss_target(self.config.prediction)).item()
                               for s in levels]))
 
     @torch.no_grad()
@@ -145,7 +170,7 @@ class VDMStage(Stage):
     # -- checkpoints -------------------------------------------------------------------------------------
 
     def save_pretrained(self, path: Path) -> None:
-        self.sampling_model().save_pretrained(path)
+        transformer_of(self.sampling_model()).save_pretrained(path)
 
     def extra_state(self) -> dict:
         return {"ema": self.ema.state_dict()} if self.ema is not None else {}

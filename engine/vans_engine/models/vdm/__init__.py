@@ -10,6 +10,12 @@ from vans_engine.models.vdm.configuration_vdm import (
 )
 from vans_engine.models.vdm.export import export_vdm_onnx
 from vans_engine.models.vdm.modeling_vdm import load_vdm, make_vdm
+from vans_engine.models.vdm.parameterization import (
+    PREDICTIONS,
+    CurrentFrameResidual,
+    as_denoiser,
+    zero_output_layer,
+)
 from vans_engine.models.vdm.sampling import (
     VideoDiffusionOutput,
     VideoDiffusionSampler,
@@ -29,8 +35,11 @@ __all__ = [
     "NUM_FRAMES",
     "TEXT_DIM",
     "CaptionEncoder",
+    "CurrentFrameResidual",
+    "PREDICTIONS",
     "VideoDiffusionOutput",
     "VideoDiffusionSampler",
+    "as_denoiser",
     "check_context_frames",
     "export_vdm_onnx",
     "flow_matching_inputs",
@@ -41,4 +50,5 @@ __all__ = [
     "pack_model_input",
     "sample_training_timesteps",
     "vdm_config",
+    "zero_output_layer",
 ]

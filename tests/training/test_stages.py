@@ -1,0 +1,163 @@
+"""CPU smoke runs of every training stage on a tiny recorded dataset: the loss goes down, a killed
+run resumes, a resumed run equals an uninterrupted one, and the assembled planner evaluates."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vans_training.config import (
+    AlignmentConfig,
+    DistillConfig,
+    IDMTrainConfig,
+    VDMTrainConfig,
+    VLMSFTConfig,
+    load_config,
+)
+from vans_training.stages import get_stage
+from vans_training.trainer import read_log, train
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+TINY_VLM = {"hidden_size": 64, "num_hidden_layers": 2, "intermediate_size": 128, "vision_hidden_size": 32,
+            "vision_depth": 1}
+TINY_VDM = {"num_layers": 1, "num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128}
+COMMON = {"batch_size": 8, "warmup_steps": 0, "log_freq": 1, "eval_samples": 16, "num_threads": 2}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """Ten episodes each of two tasks, seeds 0-9, so that train, valid (seed 8) and test (9) exist."""
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "push_red,open_drawer",
+                    "--episodes", "10", "--image-size", "64", "--split", "train", "--out", str(out),
+                    "--perturb-fraction", "0.2", "--quiet"], check=True)
+    return out
+
+
+def run_stage(stage: str, config_class, data: Path, out: Path, **fields):
+    config = config_class(data=str(data), output_dir=str(out), **{**COMMON, **fields})
+    return train(get_stage(stage), config, progress=False)
+
+
+def assert_loss_goes_down(out: Path, window: int = 3) -> None:
+    losses = [row["loss"] for row in read_log(out)]
+    assert all(np.isfinite(losses))
+    first, last = np.mean(losses[:window]), np.mean(losses[-window:])
+    assert last < first, f"loss did not go down: {losses}"
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> dict[str, Path]:
+    """Every stage trained a few steps; the outputs are shared by the tests below."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {name: root / name for name in ("vlm-sft", "vdm", "distill", "idm", "alignment")}
+    run_stage("vlm-sft", VLMSFTConfig, dataset, runs["vlm-sft"], max_steps=12, lr=3e-3, min_lr=3e-3,
+              eval_freq=12, save_freq=12, vlm=TINY_VLM)
+    run_stage("vdm", VDMTrainConfig, dataset, runs["vdm"], max_steps=12, lr=2e-3, min_lr=2e-3, eval_freq=12,
+              save_freq=12, eval_steps=2, vdm=TINY_VDM, ema_decay=0.5)
+    run_stage("distill", DistillConfig, dataset, runs["distill"], teacher=str(runs["vdm"]), max_steps=12,
+              lr=1e-3, min_lr=1e-3, eval_freq=12, save_freq=12, num_pairs=16, pair_batch_size=8,
+              teacher_steps=4, student_steps=1, real_data_fraction=0.25)
+    run_stage("idm", IDMTrainConfig, dataset, runs["idm"], max_steps=12, lr=2e-3, min_lr=2e-3, eval_freq=12,
+              save_freq=12, idm={"channels": [16, 32, 32, 32], "hidden_dim": 64}, frame_noise=0.0)
+    run_stage("alignment", AlignmentConfig, dataset, runs["alignment"], max_steps=12, lr=2e-3, min_lr=2e-3,
+              eval_freq=12, save_freq=12, channels=[16, 16, 32, 32], embed_dim=32)
+    return runs
+
+
+@pytest.mark.parametrize("stage", ["vlm-sft", "vdm", "distill", "idm", "alignment"])
+def test_stage_loss_goes_down_and_writes_a_model(trained, stage):
+    out = trained[stage]
+    assert_loss_goes_down(out)
+    assert (out / "final" / "config.json").is_file()
+    assert (out / "checkpoints" / "last" / "training_state.pt").is_file()
+    assert list((out / "logs").glob("events.out.tfevents.*")), "no TensorBoard log"
+    evaluation = read_log(out, "eval")
+    assert evaluation and all(np.isfinite(v) for k, v in evaluation[-1].items() if k not in ("kind", "step"))
+
+
+def test_distill_made_reflow_pairs_and_compares_with_the_teacher(trained):
+    chunks = sorted((trained["distill"] / "reflow").glob("chunk_*.pt"))
+    assert len(chunks) == 2 and torch.load(chunks[0]).shape == (8, 3, 8, 64, 64)
+    last = read_log(trained["distill"], "eval")[-1]
+    assert {"psnr_student_1_steps", "psnr_teacher_1_steps", "psnr_teacher_4_steps"} <= set(last)
+
+
+def test_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):
+    """3 steps, stop, 3 more from the checkpoint == 6 steps in one go (constant learning rate)."""
+    fields = dict(lr=1e-3, min_lr=1e-3, eval_freq=100, save_freq=3, eval_steps=1, vdm=TINY_VDM, ema_decay=0.5)
+    whole = run_stage("vdm", VDMTrainConfig, dataset, tmp_path / "whole", max_steps=6, **fields)
+    run_stage("vdm", VDMTrainConfig, dataset, tmp_path / "split", max_steps=3, **fields)
+    resumed = run_stage("vdm", VDMTrainConfig, dataset, tmp_path / "split", max_steps=6, **fields)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(p / "diffusion_pytorch_model.safetensors") for p in (whole, resumed))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
+    out = tmp_path / "idm"
+    command = [sys.executable, "-m", "vans_training.cli", "idm", "--config", str(CONFIGS / "idm.yaml"), "--quiet",
+               "--set", f"data={dataset}", "--set", f"output_dir={out}", "--set", "max_steps=400",
+               "--set", "save_freq=2", "--set", "eval_freq=1000", "--set", "batch_size=4",
+               "--set", "idm={channels: [16, 16, 16, 16], hidden_dim: 32}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    last = out / "checkpoints" / "last"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert last.exists(), process.stdout.read().decode()[-2000:]
+    killed_at = int(last.resolve().name)
+    finished = subprocess.run(command[:-2] + ["--set", "idm={channels: [16, 16, 16, 16], hidden_dim: 32}",
+                                              "--set", f"max_steps={killed_at + 4}"],
+                              capture_output=True, text=True, check=True)
+    assert f"resuming idm from {last.resolve()} at step {killed_at}" in finished.stdout
+    steps = [row["step"] for row in read_log(out)]
+    assert steps[-1] == killed_at + 4
+    assert (out / "final" / "config.json").is_file()
+
+
+def test_assembled_planner_evaluates_with_every_metric(trained, dataset, tmp_path):
+    from vans_training.assemble import assemble
+    from vans_training.evaluate import METRICS, evaluate
+
+    model = assemble(trained["vlm-sft"], trained["distill"], trained["idm"], 1, tmp_path / "planner",
+                     alignment=trained["alignment"])
+    index = json.loads((model / "model_index.json").read_text())
+    assert "alignment/config.json" in index["files"] and index["trained"] is True
+    result = evaluate(model, dataset, tmp_path / "eval", split="test", samples=6, batch_size=3)
+    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS)
+    assert written["samples"] == result["samples"] == 6
+    assert (tmp_path / "eval" / "samples.gif").stat().st_size > 0
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="unknown VDMTrainConfig fields \\['max_step'\\]"):
+        load_config(VDMTrainConfig, CONFIGS / "vdm.yaml", ["max_step=3"])
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        load_config(IDMTrainConfig, None, ["batch_size=0"])
+    assert load_config(VDMTrainConfig, CONFIGS / "vdm.yaml", ["vdm.num_layers=2"]).vdm["num_layers"] == 2
+
+
+def test_every_shipped_config_loads():
+    from vans_training.stages import STAGES
+
+    files = {"vlm-sft": "vlm_sft.yaml", "vdm": "vdm.yaml", "distill": "distill.yaml", "idm": "idm.yaml",
+             "alignment": "alignment.yaml"}
+    assert set(files) == set(STAGES)
+    for stage, name in files.items():
+        load_config(get_stage(stage).config_class, CONFIGS / name)
