@@ -57,7 +57,11 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
 
     start = sim.ee_pos.copy()
     plan = np.tile(np.array([[1.0, 0.0, 0.0, -1.0]], np.float32), (8, 1))
-    robot.plan_pub.publish(actions_to_trajectory(plan, Header(), 0.05, 0.02))
+    robot.plan_pub.publish(actions_to_trajectory(-plan, Header(), 0.05, 0.02))  # stamped before the episode
+    time.sleep(0.3)
+    assert abs(sim.ee_pos[0] - start[0]) < 0.005  # ... so not executed
+    # a planner stamps its plan with the camera frame it planned on
+    robot.plan_pub.publish(actions_to_trajectory(plan, Header(stamp=robot.frames[-1].header.stamp), 0.05, 0.02))
     wait_for(lambda: sim.ee_pos[0] - start[0] > 0.05, timeout=10, what="the tool to move +x with the plan")
     moved = sim.ee_pos[0] - start[0]
     assert moved < 4 * 0.02 + 0.01  # only execute_actions=4 of the 8 actions were run

@@ -73,6 +73,7 @@ class SimCameraNode(Node):
         self._queued = np.zeros((0, 4), np.float32)
         self._cmd: tuple[float, TwistStamped] | None = None
         self._gripper = -1.0  # open, as every episode starts
+        self._episode_start_s = 0.0
         self.episode, self.results = 0, []
         self.done = False
 
@@ -98,6 +99,8 @@ class SimCameraNode(Node):
             self.get_logger().error(f"action_plan ignored: {e}", throttle_duration_sec=5.0)
             return
         with self._lock:
+            if plan_messages.time_to_seconds(msg.header.stamp) < self._episode_start_s:
+                return  # planned on a frame of the previous episode
             self._queued = actions[:self.params["execute_actions"]]
 
     def _on_cmd(self, msg: TwistStamped) -> None:
@@ -120,6 +123,7 @@ class SimCameraNode(Node):
         obs, info = self.env.reset(seed=self.seed)
         with self._lock:
             self._queued, self._cmd, self._gripper = np.zeros((0, 4), np.float32), None, -1.0
+            self._episode_start_s = self.get_clock().now().nanoseconds * 1e-9
         self.steps, self.caption = 0, None
         self._publish(obs, info)
 
