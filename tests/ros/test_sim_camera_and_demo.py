@@ -110,5 +110,5 @@ def test_model_dir_resolution(tmp_path, monkeypatch):
     shipped = tmp_path / "models" / "vans-desk-64"
     shipped.mkdir(parents=True)
     (shipped / "model_index.json").write_text("{}")
-    assert checkpoints.resolve_model_dir("", fallback_dir=tmp_path / "tiny") == (tmp_path / checkpoints.SHIPPED_MODEL,
-                                                                                False)
+    resolved = checkpoints.resolve_model_dir("", fallback_dir=tmp_path / "tiny")
+    assert resolved == (tmp_path / checkpoints.SHIPPED_MODEL, False)

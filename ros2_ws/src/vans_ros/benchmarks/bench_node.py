@@ -1,7 +1,8 @@
 """Benchmark the planner node: its overhead on top of ``Planner.plan``, and a soak run at camera rate.
 
     .venv/bin/python ros2_ws/src/vans_ros/benchmarks/bench_node.py --out benchmarks/results/ros_node_cpu.json
-    .venv/bin/python ros2_ws/src/vans_ros/benchmarks/bench_node.py --soak-minutes 10 --out benchmarks/results/ros_soak_cpu.json
+    .venv/bin/python ros2_ws/src/vans_ros/benchmarks/bench_node.py --soak-minutes 10 \
+        --out benchmarks/results/ros_soak_cpu.json
 
 Overhead: a bench node publishes a 64x64 camera frame; the planner node (planning on every new frame)
 decodes it, plans and publishes caption, 8 foreseen frames, the strip, the action plan and the command;
@@ -83,8 +84,8 @@ def model_dir(workdir: Path) -> tuple[Path, str]:
 
 
 def start(folder: Path, **parameters):
-    planner = PlannerNode(parameter_overrides=[Parameter("model_dir", value=str(folder))] +
-                          [Parameter(k, value=v) for k, v in parameters.items()])
+    overrides = {"model_dir": str(folder), **parameters}
+    planner = PlannerNode(parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
     camera = Camera()
     executor = SingleThreadedExecutor()
     executor.add_node(planner)
