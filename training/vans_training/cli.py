@@ -16,6 +16,7 @@ Then:
     vans-train assemble --vlm runs/vlm-sft --vdm runs/distill --idm runs/idm --alignment runs/alignment \\
         --steps 2 --out models/vans-desk-64
     vans-train eval --model models/vans-desk-64 --data data/heldout --out runs/eval-heldout
+    vans-train closed-loop --model models/vans-desk-64 --idm-model models/vans-desk-64 --episodes 10 --out runs/closed_loop
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", default="torch", help="planner backend: torch or onnxruntime")
     p.add_argument("--seed", type=int, default=0)
+
+    from vans_training import closed_loop
+
+    closed_loop.add_arguments(sub.add_parser("closed-loop", help="closed-loop success table of several policies "
+                                             "on both splits (vans-sim score side by side)"))
     return parser
 
 
@@ -69,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             stage = get_stage(args.command)
             config = load_config(stage.config_class, args.config, args.overrides)
             print(f"{args.command}: final model in {train(stage, config, progress=not args.quiet)}")
+        elif args.command == "closed-loop":
+            from vans_training import closed_loop
+
+            return closed_loop.run(args)
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 
