@@ -13,13 +13,15 @@ export TRANSFORMERS_OFFLINE := 1
 
 setup: $(STAMP)
 
-$(STAMP): constraints.txt sim/pyproject.toml engine/pyproject.toml scripts/install_system_deps.sh ros2_ws/src/vans_ros/setup.py
+$(STAMP): constraints.txt sim/pyproject.toml engine/pyproject.toml training/pyproject.toml scripts/install_system_deps.sh \
+		ros2_ws/src/vans_ros/setup.py
 	scripts/install_system_deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and alone, pinned: the CPU build on this machine's disk, never a CUDA download.
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e sim -e engine pytest -e 'ros2_ws/src/vans_ros[venv,test]'
+	$(BIN)/pip install -q -c constraints.txt -e sim -e engine -e training pytest \
+		-e 'ros2_ws/src/vans_ros[venv,test]'
 	touch $(STAMP)
 
 # The ROS 2 closed loop: sim camera + planner over rclpy/Fast DDS, on models/vans-desk-64 when it is
