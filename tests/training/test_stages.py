@@ -120,11 +120,12 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert last.exists(), process.stdout.read().decode()[-2000:]
-    killed_at = int(last.resolve().name)
+    checkpoint = last.resolve()
+    killed_at = int(checkpoint.name)
     finished = subprocess.run(command[:-2] + ["--set", "idm={channels: [16, 16, 16, 16], hidden_dim: 32}",
                                               "--set", f"max_steps={killed_at + 4}"],
                               capture_output=True, text=True, check=True)
-    assert f"resuming idm from {last.resolve()} at step {killed_at}" in finished.stdout
+    assert f"resuming idm from {checkpoint} at step {killed_at}" in finished.stdout
     steps = [row["step"] for row in read_log(out)]
     assert steps[-1] == killed_at + 4
     assert (out / "final" / "config.json").is_file()
@@ -138,7 +139,7 @@ def test_assembled_planner_evaluates_with_every_metric(trained, dataset, tmp_pat
                      alignment=trained["alignment"])
     index = json.loads((model / "model_index.json").read_text())
     assert "alignment/config.json" in index["files"] and index["trained"] is True
-    result = evaluate(model, dataset, tmp_path / "eval", split="test", samples=6, batch_size=3)
+    result = evaluate(model, dataset, tmp_path / "eval", split="all", samples=6, batch_size=3)
     written = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS)
     assert written["samples"] == result["samples"] == 6
