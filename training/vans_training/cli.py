@@ -16,6 +16,7 @@ Then:
     vans-train assemble --vlm runs/vlm-sft --vdm runs/distill --idm runs/idm --alignment runs/alignment \\
         --steps 2 --out models/vans-desk-64
     vans-train eval --model models/vans-desk-64 --data data/heldout --out runs/eval-heldout
+    vans-train curves runs/vlm-sft runs/vdm runs/distill runs/idm runs/alignment --out reports/training/curves.png
     vans-train closed-loop --model models/vans-desk-64 --idm-model models/vans-desk-64 --episodes 10 --out runs/closed_loop
 """
 
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="planner backend: torch or onnxruntime")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("curves", help="training-loss curves of stage runs in one PNG")
+    p.add_argument("runs", nargs="+", help="stage output folders (with log.jsonl)")
+    p.add_argument("--out", required=True, help="PNG to write")
+
     from vans_training import closed_loop
 
     closed_loop.add_arguments(sub.add_parser("closed-loop", help="closed-loop success table of several policies "
@@ -79,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             from vans_training import closed_loop
 
             return closed_loop.run(args)
+        elif args.command == "curves":
+            from vans_training.curves import plot_curves
+
+            print(f"wrote {plot_curves(args.runs, args.out)}")
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 
