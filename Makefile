@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python sim/benchmarks/bench_sim.py --out benchmarks/results/sim.json
 	$(BIN)/python engine/benchmarks/bench_planner.py --device cpu --out benchmarks/results/planner_cpu.json
 	$(BIN)/python ros2_ws/src/vans_ros/benchmarks/bench_node.py --out benchmarks/results/ros_node_cpu.json
+	$(BIN)/python training/benchmarks/bench_distilled.py --out benchmarks/results/distilled_vs_teacher_cpu.json
 
 clean:
 	rm -rf $(VENV) outputs
