@@ -68,7 +68,8 @@ def trained(dataset, tmp_path_factory) -> dict[str, Path]:
               lr=1e-3, min_lr=1e-3, eval_freq=12, save_freq=12, num_pairs=16, pair_batch_size=8,
               teacher_steps=4, student_steps=1, real_data_fraction=0.25)
     run_stage("idm", IDMTrainConfig, dataset, runs["idm"], max_steps=12, lr=2e-3, min_lr=2e-3, eval_freq=12,
-              save_freq=12, idm={"channels": [16, 32, 32, 32], "hidden_dim": 64}, frame_noise=0.0)
+              save_freq=12, idm={"channels": [16, 32, 32, 32], "hidden_dim": 64}, frame_noise=0.0,
+              photometric_jitter=0.2)
     run_stage("alignment", AlignmentConfig, dataset, runs["alignment"], max_steps=12, lr=2e-3, min_lr=2e-3,
               eval_freq=12, save_freq=12, channels=[16, 16, 32, 32], embed_dim=32)
     return runs
@@ -90,6 +91,16 @@ def test_distill_made_reflow_pairs_and_compares_with_the_teacher(trained):
     assert len(chunks) == 2 and torch.load(chunks[0]).shape == (8, 3, 8, 64, 64)
     last = read_log(trained["distill"], "eval")[-1]
     assert {"psnr_student_1_steps", "psnr_teacher_1_steps", "psnr_teacher_4_steps"} <= set(last)
+
+
+def test_idm_fine_tunes_from_given_weights(trained, dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    tuned = run_stage("idm", IDMTrainConfig, dataset, tmp_path / "tuned", max_steps=1, lr=1e-12, min_lr=1e-12,
+                      eval_freq=1, save_freq=1, init_from=str(trained["idm"]))
+    start = load_file(trained["idm"] / "final" / "diffusion_pytorch_model.safetensors")
+    for key, value in load_file(tuned / "diffusion_pytorch_model.safetensors").items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=1e-6, msg=key)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):

@@ -170,6 +170,11 @@ class IDMTrainConfig(TrainConfig):
         frame_noise (`float`): std of Gaussian noise added to the future frames (in [-1, 1] units), so
             that the chunk head tolerates the VDM's imperfect frames.
         blur_fraction (`float`): share of clips whose future frames are blurred, for the same reason.
+        photometric_jitter (`float`): per-clip random brightness, contrast and colour gains of up to
+            this fraction, the same for every frame of a clip: the held-out split has lights and desk
+            colours the train split never shows (0 = off).
+        init_from (`str`): an IDM folder (or an idm stage's output) to start from instead of random
+            weights, for fine-tuning.
     """
 
     output_dir: str = "runs/idm"
@@ -178,6 +183,8 @@ class IDMTrainConfig(TrainConfig):
     image_size: int = 64
     frame_noise: float = 0.05
     blur_fraction: float = 0.3
+    photometric_jitter: float = 0.0
+    init_from: str = ""
 
 
 @dataclass

@@ -43,7 +43,7 @@ class AlignmentStage(Stage):
     def compute_loss(self, rng: np.random.Generator):
         frames, text, positives = self.tensors(self.train_data.random_batch(rng, self.config.batch_size))
         loss = self.model.contrastive_loss(frames, text, positives)
-        return loss, {"loss": loss.item(), "temperature": float(1 / self.model.logit_scale.exp())}
+        return loss, {"loss": loss.item(), "temperature": 1.0 / self.model.logit_scale.exp().item()}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -46,6 +46,20 @@ def degrade(frames: torch.Tensor, noise_std: float, blur_fraction: float, genera
     return (frames + noise_std * torch.randn(frames.shape, generator=generator).to(frames.device)).clamp(-1, 1)
 
 
+def jitter_photometry(frames: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and per-channel gains, one draw per clip, on (B, N, 3, H, W) in [-1, 1]."""
+    b = frames.shape[0]
+
+    def draw(*shape):
+        return (1.0 + strength * (2 * torch.rand(*shape, generator=generator) - 1)).to(frames.device)
+
+    pixels = (frames + 1) / 2
+    mean = pixels.mean(dim=(1, 2, 3, 4), keepdim=True)
+    pixels = (pixels - mean) * draw(b, 1, 1, 1, 1) + mean  # contrast
+    pixels = pixels * draw(b, 1, 1, 1, 1) * draw(b, 1, 3, 1, 1)  # brightness, colour
+    return (pixels.clamp(0, 1) * 2 - 1)
+
+
 class IDMStage(Stage):
     name = "idm"
     config_class = IDMTrainConfig
@@ -56,15 +70,22 @@ class IDMStage(Stage):
                       include_perturbed=True, successful_only=False)
         self.train_data = NextEventData(config.data, "train", progress=True, **kwargs)
         self.valid_data = NextEventData(config.data, "valid", **kwargs)
-        self.idm = InverseDynamicsModel(image_size=config.image_size, **config.idm).to(device)
+        if config.init_from:
+            from vans_training.assemble import resolve_model_folder
+
+            self.idm = InverseDynamicsModel.from_pretrained(resolve_model_folder(config.init_from)).to(device)
+        else:
+            self.idm = InverseDynamicsModel(image_size=config.image_size, **config.idm).to(device)
         self.model = IDMLoss(self.idm)
 
     def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        current = to_model_frames(batch.context[:, -1:], self.device)
-        future = to_model_frames(batch.future, self.device)
+        frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1), self.device)
         if generator is not None:
-            future = degrade(future, self.config.frame_noise, self.config.blur_fraction, generator)
-        return {FRAMES: torch.cat([current, future], dim=1),
+            if self.config.photometric_jitter:
+                frames = jitter_photometry(frames, self.config.photometric_jitter, generator)
+            frames = torch.cat([frames[:, :1], degrade(frames[:, 1:], self.config.frame_noise,
+                                                       self.config.blur_fraction, generator)], dim=1)
+        return {FRAMES: frames,
                 ACTIONS: torch.from_numpy(batch.actions).to(self.device),
                 ACTION_MASK: torch.from_numpy(batch.action_mask).to(self.device),
                 STATE: torch.from_numpy(batch.state).to(self.device)}
