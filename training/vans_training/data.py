@@ -155,3 +155,11 @@ class NextEventData:
         """A reproducible subset of ``count`` samples (all of them if there are fewer), for evaluation."""
         rng = np.random.default_rng(seed)
         return np.sort(rng.permutation(len(self))[:count])
+
+
+def train_and_valid(config, **options) -> tuple[NextEventData, NextEventData]:
+    """The train and valid splits of ``config.data`` with the config's T, K and anchoring; ``options``
+    override those or add :class:`NextEventData` arguments."""
+    args = {"context_frames": config.context_frames, "future_frames": config.future_frames,
+            "anchor_every": config.anchor_every, **options}
+    return NextEventData(config.data, "train", progress=True, **args), NextEventData(config.data, "valid", **args)

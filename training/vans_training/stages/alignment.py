@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vans_training.config import AlignmentConfig
-from vans_training.data import NextEventBatch, NextEventData, to_model_frames
+from vans_training.data import NextEventBatch, to_model_frames, train_and_valid
 from vans_training.metrics import sentence_embeddings
 from vans_training.models.alignment import VideoCaptionAligner
 from vans_training.trainer import Stage
@@ -25,9 +25,7 @@ class AlignmentStage(Stage):
 
     def __init__(self, config: AlignmentConfig, device: torch.device):
         super().__init__(config, device)
-        args = (config.context_frames, config.future_frames, config.anchor_every)
-        self.train_data = NextEventData(config.data, "train", *args, progress=True)
-        self.valid_data = NextEventData(config.data, "valid", *args)
+        self.train_data, self.valid_data = train_and_valid(config)
         captions = sorted(set(self.train_data.captions) | set(self.valid_data.captions))
         self.caption_embeddings = dict(zip(captions, sentence_embeddings(captions).to(device)))
         self.model = VideoCaptionAligner(num_frames=config.future_frames, image_size=config.image_size,

@@ -19,7 +19,7 @@ from vans_engine.constants import ACTION_MASK, ACTIONS, FRAMES, STATE
 from vans_engine.models.idm import InverseDynamicsModel
 
 from vans_training.config import IDMTrainConfig
-from vans_training.data import NextEventBatch, NextEventData, to_model_frames
+from vans_training.data import NextEventBatch, to_model_frames, train_and_valid
 from vans_training.trainer import Stage
 
 
@@ -66,10 +66,8 @@ class IDMStage(Stage):
 
     def __init__(self, config: IDMTrainConfig, device: torch.device):
         super().__init__(config, device)
-        kwargs = dict(context_frames=1, future_frames=config.future_frames, anchor_every=config.anchor_every,
-                      include_perturbed=True, successful_only=False)
-        self.train_data = NextEventData(config.data, "train", progress=True, **kwargs)
-        self.valid_data = NextEventData(config.data, "valid", **kwargs)
+        self.train_data, self.valid_data = train_and_valid(config, context_frames=1, include_perturbed=True,
+                                                           successful_only=False)
         if config.init_from:
             from vans_training.assemble import resolve_model_folder
 

@@ -30,7 +30,7 @@ from vans_engine.models.vdm import (
 )
 
 from vans_training.config import VDMTrainConfig
-from vans_training.data import NextEventBatch, NextEventData, task_corpus, to_model_frames
+from vans_training.data import NextEventBatch, task_corpus, to_model_frames, train_and_valid
 from vans_training.metrics import psnr
 from vans_training.trainer import Stage
 
@@ -92,10 +92,7 @@ class VDMStage(Stage):
 
     def __init__(self, config: VDMTrainConfig, device: torch.device):
         super().__init__(config, device)
-        self.train_data = NextEventData(config.data, "train", config.context_frames, config.future_frames,
-                                        config.anchor_every, progress=True)
-        self.valid_data = NextEventData(config.data, "valid", config.context_frames, config.future_frames,
-                                        config.anchor_every)
+        self.train_data, self.valid_data = train_and_valid(config)
         self.tokens = CaptionTokens(device, task_corpus() + self.train_data.caption_corpus())
         self.scheduler = make_scheduler(shift=config.shift)
         self.model = self.build_model().to(device)

@@ -14,7 +14,7 @@ import torch
 from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
 
 from vans_training.config import VLMSFTConfig
-from vans_training.data import NextEventData, task_corpus
+from vans_training.data import task_corpus, train_and_valid
 from vans_training.metrics import caption_scores
 from vans_training.trainer import Stage
 
@@ -25,10 +25,7 @@ class VLMSFTStage(Stage):
 
     def __init__(self, config: VLMSFTConfig, device: torch.device):
         super().__init__(config, device)
-        self.train_data = NextEventData(config.data, "train", config.context_frames, config.future_frames,
-                                        config.anchor_every, progress=True)
-        self.valid_data = NextEventData(config.data, "valid", config.context_frames, config.future_frames,
-                                        config.anchor_every)
+        self.train_data, self.valid_data = train_and_valid(config)
         tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
         self.vlm = NextEventVLM.from_config(tokenizer, **config.vlm).to(device)
         self.model = self.vlm.model
