@@ -42,6 +42,9 @@ class NextEventBatch:
     events: list[str]
     instructions: list[str]
     tasks: list[str]
+    seeds: np.ndarray  # (B,) int, the episode's reset seed
+    steps: np.ndarray  # (B,) int, the anchor step t within the episode
+    scene_splits: list[str]  # the simulator split the episode was recorded on (train or heldout)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -87,6 +90,7 @@ class NextEventData:
         self.context_frames, self.future_frames = context_frames, future_frames
         images, actions, state, captions, starts, lengths = [], [], [], [], [], []
         self.instructions, self.tasks, self.seeds, self.event_names = [], [], [], []
+        self.scene_splits = []
         offset = 0
         with DemoDataset(path) as dataset:
             self.path = dataset.path
@@ -108,6 +112,7 @@ class NextEventData:
                 self.instructions.append(ep.instruction)
                 self.tasks.append(ep.task)
                 self.seeds.append(ep.seed)
+                self.scene_splits.append(ep.split)
         if not starts:
             raise ValueError(f"{path}: no episodes in split {split!r}"
                              f"{' for tasks ' + ','.join(tasks) if tasks else ''}")
@@ -146,7 +151,9 @@ class NextEventData:
             actions=np.where(mask[..., None], self.actions[action_index], 0.0).astype(np.float32),
             action_mask=mask, state=self.state[action_index],
             captions=[self.captions[i] for i in flat], events=[self.event_names[i] for i in flat],
-            instructions=[self.instructions[e] for e in episodes], tasks=[self.tasks[e] for e in episodes])
+            instructions=[self.instructions[e] for e in episodes], tasks=[self.tasks[e] for e in episodes],
+            seeds=np.asarray([self.seeds[e] for e in episodes], int), steps=steps.astype(int),
+            scene_splits=[self.scene_splits[e] for e in episodes])
 
     def random_batch(self, rng: np.random.Generator, batch_size: int) -> NextEventBatch:
         return self.batch(rng.integers(0, len(self), batch_size))
