@@ -203,6 +203,131 @@ class AlignmentConfig(TrainConfig):
     image_size: int = 64
 
 
+def _caption_reward_weights() -> dict[str, float]:
+    return {"rouge_l": 1.0, "caption_sim": 1.0, "video_sim": 1.0, "format": 1.0, "sim": 0.0}
+
+
+def _video_reward_weights() -> dict[str, float]:
+    return {"video_sim": 1.0, "alignment": 1.0, "static": -1.0, "sim": 0.0}
+
+
+@dataclass
+class GRPOConfig(TrainConfig):
+    """What both Joint-GRPO stages share (VANS section 3.3).
+
+    Each step draws ``batch_size`` samples, a group of ``group_size`` rollouts per sample, scores
+    them, and normalises the rewards within each group into advantages; the policy is then updated
+    ``updates_per_rollout`` times on that group with the clipped objective and a KL term to the
+    policy it started from (the SFT model in stage 1, the stage-1-frozen VDM's start in stage 2).
+
+    Args:
+        model (`str`): the planner checkpoint the stage starts from (VLM, VDM, IDM, alignment model).
+        group_size (`int`): G, rollouts per sample (8 in VANS).
+        beta (`float`): weight of the KL term (0.004 in VANS).
+        clip_range (`float`): the ratio's clip range (1e-3 in VANS).
+        updates_per_rollout (`int`): optimiser steps on each group of rollouts; the clip only binds
+            from the second one on.
+        reward_weights (`dict[str, float]`): weight of each reward term (``vans_training.rewards``);
+            ``sim`` is the sim-grounded reward (``vans_training.sim_reward``), off at 0.
+    """
+
+    model: str = "models/vans-desk-64-sft"
+    batch_size: int = 2
+    lr: float = 1e-5
+    min_lr: float = 1e-6
+    warmup_steps: int = 0
+    group_size: int = 8
+    beta: float = 0.004
+    clip_range: float = 1e-3
+    updates_per_rollout: int = 1
+    reward_weights: dict[str, float] = field(default_factory=_caption_reward_weights)
+    eval_samples: int = 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be >= 2 (advantages are relative to the group), got {self.group_size}")
+        if self.beta < 0 or not 0 < self.clip_range < 1 or self.updates_per_rollout < 1:
+            raise ValueError("need beta >= 0, 0 < clip_range < 1 and updates_per_rollout >= 1")
+
+
+@dataclass
+class GRPOVLMConfig(GRPOConfig):
+    """``grpo-vlm`` (stage 1): the VLM learns captions whose videos, rendered by the frozen VDM, fit.
+
+    Args:
+        temperature (`float`): sampling temperature of the G captions.
+        max_new_tokens (`int`): longest caption; a caption cut there fails the format term.
+        render_steps (`int`): denoising steps of the frozen VDM when it renders a caption.
+    """
+
+    output_dir: str = "runs/grpo-vlm"
+    temperature: float = 1.0
+    max_new_tokens: int = 20
+    render_steps: int = 2
+
+
+@dataclass
+class GRPOVDMConfig(GRPOConfig):
+    """``grpo-vdm`` (stage 2): the VDM learns videos that fit the frozen stage-1 VLM's captions.
+
+    Args:
+        vlm (`str`): the stage-1 output (or any VLM folder) that writes the anchor captions; the
+            model's VLM when empty.
+        vdm (`str`): the VDM to tune (a ``vdm`` / ``distill`` output or a VDM folder): the teacher or
+            the distilled student; the model's VDM (the deployed student) when empty.
+        prediction (`str`): how the tuned VDM's output is read; must be what it was trained with.
+        sde_steps (`int`): levels of the SDE rollout (``vans_training.flow_sde``); all but the last
+            step are stochastic.
+        noise_level (`float`): ``a`` of the SDE.
+        anchor_min_rouge (`float`): anchor captions whose ROUGE-L to the recorded caption is below
+            this are dropped and drawn again (VANS: 0.6).
+        anchor_draws (`int`): draws of an anchor caption before the sample falls back to the recorded one.
+        eval_steps (`int`): steps of the deterministic sampler in evaluation (the deployed student's 2,
+            or the teacher's 16).
+    """
+
+    output_dir: str = "runs/grpo-vdm"
+    lr: float = 2e-5
+    min_lr: float = 2e-6
+    vlm: str = ""
+    vdm: str = ""
+    prediction: str = "current_frame_residual"
+    sde_steps: int = 2
+    noise_level: float = 0.7
+    anchor_min_rouge: float = 0.6
+    anchor_draws: int = 4
+    eval_steps: int = 2
+    reward_weights: dict[str, float] = field(default_factory=_video_reward_weights)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.sde_steps < 2:
+            raise ValueError(f"sde_steps must be >= 2 (the last step is deterministic), got {self.sde_steps}")
+        if self.noise_level <= 0 or self.anchor_draws < 1 or self.eval_steps < 1:
+            raise ValueError("need noise_level > 0, anchor_draws >= 1 and eval_steps >= 1")
+
+
+@dataclass
+class GRPOJointConfig(GRPOVDMConfig):
+    """``grpo-joint``: the "all-in-one" ablation of VANS: VLM and VDM updated together in one stage,
+    each rollout a caption and its video, scored by every caption and video term at once.
+
+    Args:
+        temperature (`float`), max_new_tokens (`int`): as in ``grpo-vlm``.
+    """
+
+    output_dir: str = "runs/grpo-joint"
+    lr: float = 1e-5
+    min_lr: float = 1e-6
+    temperature: float = 1.0
+    max_new_tokens: int = 20
+    reward_weights: dict[str, float] = field(default_factory=lambda: {**_caption_reward_weights(),
+                                                                      **_video_reward_weights()})
+
+
 C = TypeVar("C", bound=TrainConfig)
 
 

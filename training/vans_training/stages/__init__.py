@@ -11,6 +11,9 @@ STAGES = {
     "distill": "vans_training.stages.distill:DistillStage",
     "idm": "vans_training.stages.idm:IDMStage",
     "alignment": "vans_training.stages.alignment:AlignmentStage",
+    "grpo-vlm": "vans_training.stages.grpo_vlm:GRPOVLMStage",
+    "grpo-vdm": "vans_training.stages.grpo_vdm:GRPOVDMStage",
+    "grpo-joint": "vans_training.stages.grpo_joint:GRPOJointStage",
 }
 
 

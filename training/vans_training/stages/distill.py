@@ -37,10 +37,10 @@ PAIRS_DIR = "reflow"
 
 
 def resolve_vdm_folder(path: str | Path) -> Path:
-    """A VDM folder, given it or a ``vdm`` / ``distill`` stage output (its ``final/``) or a planner
-    checkpoint (its ``vdm/``)."""
+    """A VDM folder, given it or a ``vdm`` / ``distill`` / ``grpo-vdm`` stage output (its ``final/``),
+    a ``grpo-joint`` output (its ``final/vdm/``) or a planner checkpoint (its ``vdm/``)."""
     path = Path(path)
-    for candidate in (path / FINAL, path / "vdm", path):
+    for candidate in (path / FINAL, path / FINAL / "vdm", path / "vdm", path):
         if (candidate / "config.json").is_file() and (candidate / "diffusion_pytorch_model.safetensors").is_file():
             return candidate
     raise FileNotFoundError(f"no VDM (config.json + diffusion_pytorch_model.safetensors) in {path}, "

@@ -200,7 +200,7 @@ class NextEventVLM:
         return ids
 
     def build_inputs(self, clips: list[np.ndarray], instructions: list[str],
-                     captions: list[str] | None = None) -> dict[str, torch.Tensor]:
+                     captions: list[str] | None = None, allow_empty_captions: bool = False) -> dict[str, torch.Tensor]:
         """Tokenised, left-padded model inputs for a batch; with ``captions``, also ``labels``.
 
         Args:
@@ -208,6 +208,8 @@ class NextEventVLM:
             instructions (`list[str]`): one per clip.
             captions (`list[str]`, *optional*): target captions (training); only their tokens and the
                 closing ``<|im_end|>`` are scored.
+            allow_empty_captions (`bool`, *optional*, defaults to `False`): accept empty captions (scored
+                as ``<|im_end|>`` alone): a sampled caption may be empty, a training target may not.
 
         Returns:
             `dict[str, torch.Tensor]`: ``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
@@ -228,7 +230,7 @@ class NextEventVLM:
                       + self.instruction_ids(instruction) + self._tail)
             target = []
             if captions is not None:
-                if not isinstance(captions[k], str) or not captions[k].strip():
+                if not isinstance(captions[k], str) or not (captions[k].strip() or allow_empty_captions):
                     raise ValueError(f"target caption must be a non-empty string, got {captions[k]!r}")
                 target = self.tokenizer(captions[k].strip(), add_special_tokens=False)["input_ids"]
                 target = target + [self.eos_token_id]
