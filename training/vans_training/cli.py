@@ -8,6 +8,12 @@ Stages (each resumes from OUTPUT_DIR/checkpoints/last when run again):
     vans-train idm       --config training/configs/idm.yaml          # inverse dynamics
     vans-train alignment --config training/configs/alignment.yaml    # video-caption contrastive model
 
+Joint-GRPO, from the assembled SFT planner (models/vans-desk-64-sft):
+
+    vans-train grpo-vlm   --config training/configs/grpo_vlm.yaml    # stage 1: VLM, the VDM frozen
+    vans-train grpo-vdm   --config training/configs/grpo_vdm.yaml    # stage 2: VDM, the stage-1 VLM frozen
+    vans-train grpo-joint --config training/configs/grpo_joint.yaml  # the all-in-one ablation
+
 Any config field can be overridden: ``--set max_steps=20 --set vdm.num_layers=2``. Several GPUs:
 ``torchrun --standalone --nproc_per_node=N -m vans_training.cli vdm --config ...``.
 
@@ -60,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("curves", help="training-loss curves of stage runs in one PNG")
     p.add_argument("runs", nargs="+", help="stage output folders (with log.jsonl)")
+    p.add_argument("--keys", default="loss", help="comma-separated logged scalars to draw (default: loss; "
+                   "GRPO runs: reward,reward_rouge_l,...)")
+    p.add_argument("--smooth", type=int, default=1, help="moving average over this many logged steps")
     p.add_argument("--out", required=True, help="PNG to write")
 
     from vans_training import closed_loop
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "curves":
             from vans_training.curves import plot_curves
 
-            print(f"wrote {plot_curves(args.runs, args.out)}")
+            print(f"wrote {plot_curves(args.runs, args.out, tuple(args.keys.split(',')), max(1, args.smooth))}")
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 

@@ -15,8 +15,16 @@ from the context clip and the instruction. Scores, each averaged over the sample
 * ``alignment``: cosine of the predicted video and the recorded caption under the checkpoint's
   video-caption model (``MODEL/alignment/``), our stand-in for CLIP-T.
 
+Plans are also run in the simulator: each sample's K planned actions are executed from the sample's
+exact recorded state (``vans_training.sim_reward``), giving ``plan_event_reached`` (the share of plans
+whose actions make the event in progress happen within K steps) and ``plan_sim_reward`` (that, with
+partial credit for ending near the recorded expert). They are the closed loop's one-plan version:
+cheap, and free of the compounding that makes episodes all-or-nothing.
+
 Reference rows put the numbers in context: the recorded future scored the same way (the ceiling of
-``alignment``) and the current frame held K times (the floor any video model must beat on PSNR).
+``alignment``), the current frame held K times (the floor any video model must beat on PSNR), and the
+recorded expert's actions and zero actions run in the simulator (the ceiling and floor of the
+``plan_*`` scores).
 
 Writes ``OUT/eval.json`` (the scores, the sample count, per-task scores, the references),
 ``OUT/eval.md`` and ``OUT/samples.gif`` (current frame, recorded and predicted futures).
@@ -37,8 +45,10 @@ from vans_training.assemble import ALIGNMENT_DIR
 from vans_training.data import NextEventData, to_model_frames
 from vans_training.metrics import caption_scores, psnr, rouge_l, sentence_embeddings, ssim
 from vans_training.models.alignment import VideoCaptionAligner
+from vans_training.sim_reward import SimGroundedReward
 
 METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
+SIM_METRICS = ("plan_event_reached", "plan_sim_reward")
 
 
 @torch.no_grad()
@@ -88,10 +98,11 @@ def write_samples_gif(path: Path, current: np.ndarray, futures: np.ndarray, fram
 
 
 def format_table(result: dict) -> str:
-    header = "| | " + " | ".join(METRICS) + " |\n|---|" + "---:|" * len(METRICS) + "\n"
+    columns = METRICS + SIM_METRICS
+    header = "| | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
 
     def row(name: str, values: dict) -> str:
-        return f"| {name} | " + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in METRICS) + " |\n"
+        return f"| {name} | " + " | ".join(f"{values[m]:.3f}" if m in values else "–" for m in columns) + " |\n"
 
     table = header + row("planner", result)
     for name, values in result["references"].items():
@@ -122,13 +133,14 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     steps = steps or config.num_inference_steps
 
     # 1. Predict captions and frames, batch by batch
-    captions, frames, started = [], [], time.perf_counter()
+    captions, frames, actions, started = [], [], [], time.perf_counter()
     for k, chunk in enumerate(tqdm(np.array_split(indices, max(1, len(indices) // batch_size)), desc="eval")):
         batch = dataset.batch(chunk)
         plans = planner.plan_batch(batch.context, batch.instructions, steps=steps, seed=seed + k)
         captions += [p.caption for p in plans]
         frames.append(np.stack([p.frames for p in plans]))
-    frames = np.concatenate(frames)
+        actions.append(np.stack([p.actions for p in plans]))
+    frames, actions = np.concatenate(frames), np.concatenate(actions)
     seconds = time.perf_counter() - started
 
     # 2. Score them, overall, per task and for the reference rows
@@ -136,6 +148,11 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     result = {**score_predictions(captions, frames, truth.captions, truth.future, aligner),
               **event_scores(captions, truth.events), "samples": int(len(indices)), "steps": steps, "model": str(model), "data": str(data),
               "split": split, "backend": backend, "seconds": round(seconds, 1)}
+    sim_reward = SimGroundedReward(dataset)
+    planned, recorded = sim_reward(indices, actions[:, None]), sim_reward(indices, truth.actions[:, None])
+    idle = sim_reward(indices, np.zeros_like(actions[:, None]))
+    result["plan_event_reached"] = float(planned.reached.mean())
+    result["plan_sim_reward"] = float(planned.rewards.mean())
     still = np.repeat(truth.context[:, -1:], config.future_frames, axis=1)
     result["references"] = {
         "recorded future": {"psnr": 100.0, "ssim": 1.0,
@@ -143,6 +160,9 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
         "current frame held": {"psnr": float(np.mean([psnr(s, t) for s, t in zip(still, truth.future)])),
                                "ssim": float(np.mean([ssim(s, t) for s, t in zip(still, truth.future)])),
                                "alignment": float(alignment_scores(aligner, still, truth.captions).mean())},
+        "recorded actions": {"plan_event_reached": float(recorded.reached.mean()),
+                             "plan_sim_reward": float(recorded.rewards.mean())},
+        "zero actions": {"plan_event_reached": float(idle.reached.mean()), "plan_sim_reward": float(idle.rewards.mean())},
     }
     result["per_task"] = {}
     for task in sorted(set(truth.tasks)):
