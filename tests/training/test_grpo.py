@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -166,3 +167,20 @@ def test_killed_grpo_run_resumes(tiny_dataset, tmp_path):
     assert f"resuming grpo-vdm from {checkpoint} at step {killed_at}" in finished.stdout
     assert [row["step"] for row in read_log(out)][-1] == killed_at + 2
     assert (out / "final" / "config.json").is_file()
+
+
+def test_compare_tables_rows_against_the_first_and_refuses_different_data(tmp_path):
+    from vans_training.compare import COLUMNS, compare
+
+    for name, shift in (("a", 0.0), ("b", 0.1)):
+        (tmp_path / name).mkdir()
+        result = {column: 0.5 + shift for column in COLUMNS}
+        result.update(data="data/heldout", split="all", samples=8)
+        (tmp_path / name / "eval.json").write_text(json.dumps(result))
+    table = compare([f"SFT={tmp_path / 'a'}", f"GRPO={tmp_path / 'b'}"], tmp_path / "out" / "table").read_text()
+    assert "| SFT | 0.500 |" in table and "0.600 (+0.100)" in table
+    assert (tmp_path / "out" / "table.png").stat().st_size > 0
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "eval.json").write_text(json.dumps({**result, "samples": 16}))
+    with pytest.raises(ValueError, match="samples"):
+        compare([f"SFT={tmp_path / 'a'}", f"other={tmp_path / 'c'}"], tmp_path / "x")

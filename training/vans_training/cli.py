@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="torch", help="planner backend: torch or onnxruntime")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("compare", help="next-event table of several eval outputs side by side (OUT.md, OUT.png)")
+    p.add_argument("--run", dest="runs", action="append", required=True, metavar="NAME=DIR",
+                   help="a row: its name and a vans-train eval output folder (repeatable; the first is the baseline)")
+    p.add_argument("--out", required=True, help="path without suffix of the .md and .png to write")
+
     p = sub.add_parser("curves", help="training-loss curves of stage runs in one PNG")
     p.add_argument("runs", nargs="+", help="stage output folders (with log.jsonl)")
     p.add_argument("--keys", default="loss", help="comma-separated logged scalars to draw (default: loss; "
@@ -93,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from vans_training import closed_loop
 
             return closed_loop.run(args)
+        elif args.command == "compare":
+            from vans_training.compare import compare
+
+            print(f"wrote {compare(args.runs, args.out)}")
         elif args.command == "curves":
             from vans_training.curves import plot_curves
 
