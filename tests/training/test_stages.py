@@ -69,7 +69,7 @@ def trained(dataset, tmp_path_factory) -> dict[str, Path]:
               teacher_steps=4, student_steps=1, real_data_fraction=0.25)
     run_stage("idm", IDMTrainConfig, dataset, runs["idm"], max_steps=12, lr=2e-3, min_lr=2e-3, eval_freq=12,
               save_freq=12, idm={"channels": [16, 32, 32, 32], "hidden_dim": 64}, frame_noise=0.0,
-              photometric_jitter=0.2)
+              photometric_jitter=0.2, random_shift=3)
     run_stage("alignment", AlignmentConfig, dataset, runs["alignment"], max_steps=12, lr=2e-3, min_lr=2e-3,
               eval_freq=12, save_freq=12, channels=[16, 16, 32, 32], embed_dim=32)
     return runs
@@ -101,6 +101,27 @@ def test_idm_fine_tunes_from_given_weights(trained, dataset, tmp_path):
     start = load_file(trained["idm"] / "final" / "diffusion_pytorch_model.safetensors")
     for key, value in load_file(tuned / "diffusion_pytorch_model.safetensors").items():
         torch.testing.assert_close(value, start[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
+    from vans_training.stages.idm import shift_clips
+
+    frames = torch.full((6, 3, 3, 16, 16), -1.0)
+    for t in range(3):  # one bright pixel per frame, moving one column a frame
+        frames[:, t, :, 8, 5 + t] = 1.0
+    shifted = shift_clips(frames, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == frames.shape
+    offsets = set()
+    for clip in shifted:
+        spots = [tuple(int(v) for v in (frame[0] == 1.0).nonzero()[0]) for frame in clip]
+        dy, dx = spots[0][0] - 8, spots[0][1] - 5
+        assert abs(dy) <= 2 and abs(dx) <= 2
+        assert spots == [(8 + dy, 5 + t + dx) for t in range(3)], spots  # the whole clip moved alike
+        offsets.add((dy, dx))
+    assert len(offsets) > 1  # clips draw their own offsets
+    torch.testing.assert_close(shift_clips(frames, 0, torch.Generator()), frames)
+    with pytest.raises(ValueError, match="random_shift"):
+        IDMTrainConfig(random_shift=32)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):

@@ -173,6 +173,10 @@ class IDMTrainConfig(TrainConfig):
         photometric_jitter (`float`): per-clip random brightness, contrast and colour gains of up to
             this fraction, the same for every frame of a clip: the held-out split has lights and desk
             colours the train split never shows (0 = off).
+        random_shift (`int`): largest translation in pixels, drawn per clip and per axis and applied
+            alike to every frame of the clip (edges replicated), as in DrQ/RAD: positions the train
+            split never shows (held-out object stripes, gripper starts) then look like ones it does
+            (0 = off).
         init_from (`str`): an IDM folder (or an idm stage's output) to start from instead of random
             weights, for fine-tuning.
     """
@@ -184,7 +188,13 @@ class IDMTrainConfig(TrainConfig):
     frame_noise: float = 0.05
     blur_fraction: float = 0.3
     photometric_jitter: float = 0.0
+    random_shift: int = 0
     init_from: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.random_shift < self.image_size // 2:
+            raise ValueError(f"random_shift must be in [0, {self.image_size // 2}) pixels, got {self.random_shift}")
 
 
 @dataclass

@@ -5,6 +5,8 @@ frames after it: the pair head on every single transition (with proprioception),
 the whole clip, which is what the planner feeds it from the VDM. Perturbed episodes (expert actions
 plus noise) widen the actions seen beyond the expert's. The future frames are degraded a little
 (noise, and blur on some clips) because the planner's frames come from a video model, not a camera.
+Optional per-clip augmentations (``random_shift``, ``photometric_jitter``) move and recolour whole
+clips alike, so that the actions stay right while scenes look like ones the train split never shows.
 """
 
 from __future__ import annotations
@@ -60,6 +62,19 @@ def jitter_photometry(frames: torch.Tensor, strength: float, generator: torch.Ge
     return (pixels.clamp(0, 1) * 2 - 1)
 
 
+def shift_clips(frames: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each (N, 3, H, W) clip of (B, N, 3, H, W) frames by one random integer offset in
+    ``[-max_shift, max_shift]`` per axis, the same for all its frames; edges are replicated (DrQ's
+    pad-and-crop). A gripper delta moves the gripper by nearly the same pixels wherever it is, so the
+    action labels still hold."""
+    if max_shift <= 0:
+        return frames
+    b, n, c, h, w = frames.shape
+    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).tolist()
+    padded = F.pad(frames.reshape(b, n * c, h, w), (max_shift,) * 4, mode="replicate")
+    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)]).view(b, n, c, h, w)
+
+
 class IDMStage(Stage):
     name = "idm"
     config_class = IDMTrainConfig
@@ -79,6 +94,7 @@ class IDMStage(Stage):
     def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1), self.device)
         if generator is not None:
+            frames = shift_clips(frames, self.config.random_shift, generator)
             if self.config.photometric_jitter:
                 frames = jitter_photometry(frames, self.config.photometric_jitter, generator)
             frames = torch.cat([frames[:, :1], degrade(frames[:, 1:], self.config.frame_noise,
