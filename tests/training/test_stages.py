@@ -124,6 +124,30 @@ def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
         IDMTrainConfig(random_shift=32)
 
 
+def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path):
+    from vans_engine.models.idm import InverseDynamicsModel
+    from vans_sim.env import RoboDeskEnv
+
+    from vans_training.data import NextEventData
+    from vans_training.stages.idm import record_dagger
+
+    torch.manual_seed(0)
+    InverseDynamicsModel(channels=(16, 16, 16, 16), hidden_dim=32).save_pretrained(tmp_path / "idm")
+    stats = record_dagger(tmp_path / "idm", dataset, tmp_path / "dagger", seed_start=1008, episodes_per_task=1,
+                          tasks=["push_red"], max_episode_steps=12, progress=False)
+    assert stats == {"branches": 3, "steps": 36, "successes": 0, "episodes": 1}  # a plan every K / 2 = 4 steps
+    kwargs = dict(context_frames=1, anchor_every=2, successful_only=False)
+    base, extended = (NextEventData(path, "train", include_perturbed=True, **kwargs)
+                      for path in (dataset, tmp_path / "dagger"))
+    assert len(extended) == len(base) + 3 * 6 and extended.seeds[-1] == 1010  # seeds 1008 and 1009 are valid/test
+    assert len(NextEventData(tmp_path / "dagger", "valid", **kwargs)) == len(NextEventData(dataset, "valid", **kwargs))
+    assert len(NextEventData(tmp_path / "dagger", "train", **kwargs)) == len(NextEventData(dataset, "train", **kwargs))
+    first = extended.batch(np.array([len(base)]))  # the first branch starts at the episode's reset
+    env = RoboDeskEnv("push_red", image_size=64, split="train")
+    np.testing.assert_array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"])
+    env.close()
+
+
 def test_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):
     """3 steps, stop, 3 more from the checkpoint == 6 steps in one go (constant learning rate)."""
     fields = dict(lr=1e-3, min_lr=1e-3, eval_freq=100, save_freq=3, eval_steps=1, vdm=TINY_VDM, ema_decay=0.5)
