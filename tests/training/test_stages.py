@@ -34,13 +34,9 @@ COMMON = {"batch_size": 8, "warmup_steps": 0, "log_freq": 1, "eval_samples": 16,
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """Ten episodes each of two tasks, seeds 0-9, so that train, valid (seed 8) and test (9) exist."""
-    out = tmp_path_factory.mktemp("data") / "tiny"
-    subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "push_red,open_drawer",
-                    "--episodes", "10", "--image-size", "64", "--split", "train", "--out", str(out),
-                    "--perturb-fraction", "0.2", "--quiet"], check=True)
-    return out
+def dataset(tiny_dataset) -> Path:
+    """The shared tiny recording (``tests/training/conftest.py``)."""
+    return tiny_dataset
 
 
 def run_stage(stage: str, config_class, data: Path, out: Path, **fields):
@@ -189,7 +185,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
 
 def test_assembled_planner_evaluates_with_every_metric(trained, dataset, tmp_path):
     from vans_training.assemble import assemble
-    from vans_training.evaluate import METRICS, evaluate
+    from vans_training.evaluate import METRICS, SIM_METRICS, evaluate
 
     model = assemble(trained["vlm-sft"], trained["distill"], trained["idm"], 1, tmp_path / "planner",
                      alignment=trained["alignment"])
@@ -197,7 +193,11 @@ def test_assembled_planner_evaluates_with_every_metric(trained, dataset, tmp_pat
     assert "alignment/config.json" in index["files"] and index["trained"] is True
     result = evaluate(model, dataset, tmp_path / "eval", split="all", samples=6, batch_size=3)
     written = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS)
+    assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS + SIM_METRICS)
+    # the plans' actions ran in the simulator, beside the recorded expert's and zero actions
+    references = written["references"]
+    assert 0 <= written["plan_event_reached"] <= 1
+    assert references["recorded actions"]["plan_sim_reward"] >= references["zero actions"]["plan_sim_reward"]
     assert written["samples"] == result["samples"] == 6
     assert (tmp_path / "eval" / "samples.gif").stat().st_size > 0
 
@@ -214,7 +214,8 @@ def test_every_shipped_config_loads():
     from vans_training.stages import STAGES
 
     files = {"vlm-sft": "vlm_sft.yaml", "vdm": "vdm.yaml", "distill": "distill.yaml", "idm": "idm.yaml",
-             "alignment": "alignment.yaml"}
+             "alignment": "alignment.yaml", "grpo-vlm": "grpo_vlm.yaml", "grpo-vdm": "grpo_vdm.yaml",
+             "grpo-joint": "grpo_joint.yaml"}
     assert set(files) == set(STAGES)
     for stage, name in files.items():
         load_config(get_stage(stage).config_class, CONFIGS / name)
