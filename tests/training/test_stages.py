@@ -35,7 +35,7 @@ COMMON = {"batch_size": 8, "warmup_steps": 0, "log_freq": 1, "eval_samples": 16,
 
 @pytest.fixture(scope="module")
 def dataset(tiny_dataset) -> Path:
-    """The shared tiny recording (``tests/training/conftest.py``)."""
+    """The shared tiny recording (``tests/conftest.py``)."""
     return tiny_dataset
 
 
