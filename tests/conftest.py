@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,22 @@ def tiny_dataset(tmp_path_factory) -> Path:
                     "--episodes", "10", "--image-size", "64", "--split", "train", "--out", str(out),
                     "--perturb-fraction", "0.2", "--quiet"], check=True)
     return out
+
+
+@pytest.fixture
+def kill_at_first_checkpoint():
+    """Start a training command, SIGKILL it (and its children) once ``out/checkpoints/last`` exists,
+    and return the checkpoint it left."""
+
+    def run(command: list[str], out: Path, timeout: float = 180) -> Path:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        last = out / "checkpoints" / "last"
+        deadline = time.time() + timeout
+        while not last.exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        assert last.exists(), process.stdout.read().decode()[-2000:]
+        return last.resolve()
+
+    return run

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,22 +142,13 @@ def test_grpo_stage_computes_rewards_normalises_advantages_and_trains(stage, sim
     assert (final / ("vlm" if stage == "grpo-joint" else "") / "config.json").is_file()
 
 
-def test_killed_grpo_run_resumes(tiny_dataset, tmp_path):
+def test_killed_grpo_run_resumes(tiny_dataset, tmp_path, kill_at_first_checkpoint):
     out = tmp_path / "grpo-vdm"
     command = [sys.executable, "-m", "vans_training.cli", "grpo-vdm", "--config", str(CONFIGS / "grpo_vdm.yaml"),
                "--quiet", "--set", f"data={tiny_dataset}", "--set", f"output_dir={out}", "--set", f"model={SFT_MODEL}",
                "--set", "vlm=", "--set", "save_freq=1", "--set", "eval_freq=1000", "--set", "batch_size=1",
                "--set", "group_size=2", "--set", "num_threads=2"]
-    process = subprocess.Popen(command + ["--set", "max_steps=400"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    last = out / "checkpoints" / "last"
-    deadline = time.time() + 180
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert last.exists(), process.stdout.read().decode()[-2000:]
-    checkpoint = last.resolve()
+    checkpoint = kill_at_first_checkpoint(command + ["--set", "max_steps=400"], out)
     killed_at = int(checkpoint.name)
     finished = subprocess.run(command + ["--set", f"max_steps={killed_at + 2}"], capture_output=True, text=True,
                               check=True)

@@ -4,11 +4,8 @@ run resumes, a resumed run equals an uninterrupted one, and the assembled planne
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,21 +155,13 @@ def test_resumed_run_equals_an_uninterrupted_one(dataset, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=key)
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path):
+def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_first_checkpoint):
     out = tmp_path / "idm"
     command = [sys.executable, "-m", "vans_training.cli", "idm", "--config", str(CONFIGS / "idm.yaml"), "--quiet",
                "--set", f"data={dataset}", "--set", f"output_dir={out}", "--set", "max_steps=400",
                "--set", "save_freq=2", "--set", "eval_freq=1000", "--set", "batch_size=4",
                "--set", "idm={channels: [16, 16, 16, 16], hidden_dim: 32}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    last = out / "checkpoints" / "last"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert last.exists(), process.stdout.read().decode()[-2000:]
-    checkpoint = last.resolve()
+    checkpoint = kill_at_first_checkpoint(command, out, timeout=120)
     killed_at = int(checkpoint.name)
     finished = subprocess.run(command[:-2] + ["--set", "idm={channels: [16, 16, 16, 16], hidden_dim: 32}",
                                               "--set", f"max_steps={killed_at + 4}"],

@@ -82,13 +82,19 @@ def sentence_embeddings(texts: list[str]) -> torch.Tensor:
     return F.normalize(pooled, dim=-1)
 
 
-def caption_similarity(predictions: list[str], references: list[str]) -> float:
-    """Mean cosine similarity of MiniLM embeddings of each caption and its reference."""
+def caption_similarities(predictions: list[str], references: list[str]) -> np.ndarray:
+    """Cosine similarity of MiniLM embeddings of each caption and its reference, (N,); each distinct
+    text is embedded once."""
     texts = sorted(set(predictions) | set(references))
     index = {t: i for i, t in enumerate(texts)}
     embeddings = sentence_embeddings([t if t.strip() else " " for t in texts])
-    sims = [(embeddings[index[p]] * embeddings[index[r]]).sum().item() for p, r in zip(predictions, references)]
-    return float(np.mean(sims))
+    return np.asarray([(embeddings[index[p]] * embeddings[index[r]]).sum().item()
+                       for p, r in zip(predictions, references)])
+
+
+def caption_similarity(predictions: list[str], references: list[str]) -> float:
+    """Mean cosine similarity of MiniLM embeddings of each caption and its reference."""
+    return float(np.mean(caption_similarities(predictions, references)))
 
 
 def caption_scores(predictions: list[str], references: list[str], with_similarity: bool = True) -> dict[str, float]:

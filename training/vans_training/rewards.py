@@ -31,7 +31,7 @@ from functools import lru_cache
 import numpy as np
 
 from vans_training.data import task_corpus
-from vans_training.metrics import rouge_l, sentence_embeddings, tokenize
+from vans_training.metrics import caption_similarities, rouge_l, tokenize
 
 # Below this mean absolute change (in [0, 1] pixel units) a recorded clip counts as not moving.
 MIN_MOTION = 2e-3
@@ -53,12 +53,8 @@ def format_reward(captions: list[str], token_counts: list[int], max_new_tokens: 
 def caption_rewards(captions: list[str], references: list[str], token_counts: list[int],
                     max_new_tokens: int) -> dict[str, np.ndarray]:
     """``rouge_l``, ``caption_sim`` and ``format`` of each caption against its reference."""
-    texts = sorted(set(captions) | set(references))
-    index = {t: i for i, t in enumerate(texts)}
-    embeddings = sentence_embeddings([t if t.strip() else " " for t in texts])
-    similarity = [(embeddings[index[c]] * embeddings[index[r]]).sum().item() for c, r in zip(captions, references)]
     return {"rouge_l": np.asarray([rouge_l(c, r) for c, r in zip(captions, references)]),
-            "caption_sim": np.clip(similarity, 0.0, 1.0),
+            "caption_sim": np.clip(caption_similarities(captions, references), 0.0, 1.0),
             "format": format_reward(captions, token_counts, max_new_tokens)}
 
 

@@ -47,6 +47,15 @@ def resolve_vdm_folder(path: str | Path) -> Path:
                             f"{path / FINAL} or {path / 'vdm'}")
 
 
+def trained_prediction(folder: Path) -> str | None:
+    """The prediction a VDM was trained with, when ``folder`` is a stage output's ``final/`` (whose
+    ``config.json`` records it; older ``vdm`` runs without the field trained velocities)."""
+    record = folder.parent / "config.json"
+    if folder.name == FINAL and record.is_file():
+        return json.loads(record.read_text()).get("prediction", "velocity")
+    return None
+
+
 def pair_noise(index: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The noise of reflow pair ``index``: seeded by the index, so it is never stored."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(1_000_003 * (index + 1)))
@@ -58,12 +67,10 @@ class DistillStage(VDMStage):
 
     def __init__(self, config: DistillConfig, device: torch.device):
         self.teacher_folder = resolve_vdm_folder(config.teacher)
-        teacher_run = self.teacher_folder.parent / "config.json"
-        if self.teacher_folder.name == FINAL and teacher_run.is_file():
-            teacher_prediction = json.loads(teacher_run.read_text()).get("prediction", "velocity")
-            if teacher_prediction != config.prediction:
-                raise ValueError(f"prediction is {config.prediction!r} but the teacher {self.teacher_folder} "
-                                 f"was trained with {teacher_prediction!r}")
+        teacher_prediction = trained_prediction(self.teacher_folder)
+        if teacher_prediction not in (None, config.prediction):
+            raise ValueError(f"prediction is {config.prediction!r} but the teacher {self.teacher_folder} "
+                             f"was trained with {teacher_prediction!r}")
         super().__init__(config, device)
         self.teacher = as_denoiser(load_vdm(self.teacher_folder, device).requires_grad_(False), config.prediction)
         self.pair_samples: np.ndarray | None = None

@@ -30,9 +30,9 @@ from vans_training.data import NextEventBatch, to_model_frames, train_and_valid
 from vans_training.evaluate import alignment_scores
 from vans_training.models.alignment import VideoCaptionAligner
 from vans_training.rewards import combine, static_penalty, video_similarity
-from vans_training.stages.distill import resolve_vdm_folder
-from vans_training.stages.vdm import CaptionTokens, transformer_of
-from vans_training.trainer import FINAL, Stage
+from vans_training.stages.distill import resolve_vdm_folder, trained_prediction
+from vans_training.stages.vdm import CaptionTokens
+from vans_training.trainer import Stage
 
 ADVANTAGE_EPS = 1e-4
 
@@ -62,14 +62,6 @@ def planner_prediction(model: str | Path) -> str:
     """How the planner checkpoint's VDM output is read (``vdm_prediction``)."""
     index = json.loads((Path(model) / "model_index.json").read_text())
     return index["planner"].get("vdm_prediction", "velocity")
-
-
-def vdm_folder_prediction(folder: Path) -> str | None:
-    """The prediction a stage output's VDM was trained with, when ``folder`` is such an output's ``final/``."""
-    record = folder.parent / "config.json"
-    if folder.name == FINAL and record.is_file():
-        return json.loads(record.read_text()).get("prediction")
-    return None
 
 
 class GRPOStage(Stage):
@@ -102,7 +94,7 @@ class GRPOStage(Stage):
             trained_with, transformer = planner_prediction(self.config.model), copy.deepcopy(self.planner.vdm)
         else:
             path = resolve_vdm_folder(folder)
-            trained_with, transformer = vdm_folder_prediction(path), load_vdm(path)
+            trained_with, transformer = trained_prediction(path), load_vdm(path)
         if trained_with is not None and trained_with != prediction:
             raise ValueError(f"prediction is {prediction!r} but the VDM {folder or self.config.model} was trained "
                              f"with {trained_with!r}")
