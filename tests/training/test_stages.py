@@ -122,7 +122,7 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     from vans_sim.env import RoboDeskEnv
 
     from vans_training.data import NextEventData
-    from vans_training.stages.idm import record_dagger
+    from vans_training.dagger import record_dagger
 
     torch.manual_seed(0)
     InverseDynamicsModel(channels=(16, 16, 16, 16), hidden_dim=32).save_pretrained(tmp_path / "idm")

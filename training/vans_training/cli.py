@@ -7,6 +7,8 @@ Stages (each resumes from OUTPUT_DIR/checkpoints/last when run again):
     vans-train distill   --config training/configs/distill.yaml      # few-step student by reflow
     vans-train idm       --config training/configs/idm.yaml          # inverse dynamics
     vans-train alignment --config training/configs/alignment.yaml    # video-caption contrastive model
+    vans-train dagger --model runs/idm-shift/final --base data/train-180 --out data/train-180-dagger \
+        --seed-start 1000                                             # one DAgger round for the IDM
 
 Joint-GRPO, from the assembled SFT planner (models/vans-desk-64-sft):
 
@@ -52,6 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alignment", help="alignment output folder; copied beside the components")
     p.add_argument("--steps", type=int, required=True, help="denoising steps the planner uses by default")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
+
+    p = sub.add_parser("dagger", help="one DAgger round: roll the oracle-video loop with an IDM on train scenes "
+                       "and add the scripted expert's branches from the states it reaches to a dataset")
+    p.add_argument("--model", required=True, help="IDM folder or planner checkpoint that drives the loop")
+    p.add_argument("--base", required=True, help="vans-sim record dataset (train split) to copy and extend")
+    p.add_argument("--out", required=True, help="output dataset folder (or .hdf5)")
+    p.add_argument("--seed-start", type=int, required=True, help="first episode seed (use seeds no dataset holds)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes per task")
+    p.add_argument("--idm-fraction", type=float, default=0.8,
+                   help="share of plans executed with the IDM's chunk (the expert's otherwise)")
+    p.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
 
     p = sub.add_parser("eval", help="next-event metrics of a planner checkpoint on held-out data")
     p.add_argument("--model", required=True, help="planner checkpoint folder (with alignment/ for the alignment score)")
@@ -106,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             from vans_training.curves import plot_curves
 
             print(f"wrote {plot_curves(args.runs, args.out, tuple(args.keys.split(',')), max(1, args.smooth))}")
+        elif args.command == "dagger":
+            import torch
+            from vans_training.dagger import record_dagger
+
+            torch.set_num_threads(1)
+            tasks = None if args.tasks == "all" else args.tasks.split(",")
+            print(record_dagger(args.model, args.base, args.out, args.seed_start, args.episodes, args.idm_fraction,
+                                tasks))
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 

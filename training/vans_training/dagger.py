@@ -1,0 +1,123 @@
+"""DAgger for the inverse-dynamics head: expert corrections from the states the IDM itself reaches.
+
+``vans-train dagger`` runs one round; ``vans-train idm`` then trains on the extended dataset
+(``training/configs/idm_shift_dagger.yaml`` and ``idm_shift_dagger2.yaml`` hold the two rounds behind
+``models/vans-desk-64``'s IDM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_start: int, episodes_per_task: int,
+                  idm_fraction: float = 0.8, tasks: list[str] | None = None, max_episode_steps: int | None = None,
+                  progress: bool = True) -> dict:
+    """One DAgger round for the IDM, on **train-split** scenes only; writes ``base`` plus the corrections.
+
+    The oracle-video loop (:mod:`vans_training.policies`) is rolled with the IDM in ``model``: every
+    K // 2 steps the scripted expert's branch of K + 4 steps from the state actually reached (its frames,
+    actions and proprioception) is stored as a short episode, then the IDM's chunk on that branch's
+    first K frames is executed (the expert's own chunk instead, with probability ``1 - idm_fraction``,
+    so that later phases of the task are reached too). Branches are marked ``perturbed`` and not
+    ``successful``, so only the IDM stage (``include_perturbed=True``) reads them. Episode seeds count up
+    from ``seed_start``, skipping those that the valid and test splits own (ending in 8 or 9).
+
+    Returns ``{"branches", "steps", "successes", "episodes"}``.
+    """
+    import copy
+    import json
+    import shutil
+
+    import h5py
+    import mujoco
+    from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
+    from vans_sim.env import RoboDeskEnv
+    from vans_sim.experts import ScriptedExpert
+    from vans_sim.tasks import TASKS
+
+    from vans_training.data import seed_split
+    from vans_training.policies import frames_to_tensor, load_idm
+
+    if not 0.0 <= idm_fraction <= 1.0:
+        raise ValueError(f"idm_fraction must be in [0, 1], got {idm_fraction}")
+    idm, k = load_idm(model)
+    replan, branch_steps = max(1, k // 2), k + 4
+    seeds = [s for s in range(seed_start, seed_start + 10 * episodes_per_task) if seed_split(s) == "train"]
+    seeds = seeds[:episodes_per_task]
+    rng = np.random.default_rng(seed_start)
+    out = resolve_dataset_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(resolve_dataset_path(base), out)
+    stats = {"branches": 0, "steps": 0, "successes": 0, "episodes": 0}
+    with h5py.File(out, "a") as f:
+        data = f["data"]
+        count, names = len(data), []
+        for task in tasks or list(TASKS):
+            env = RoboDeskEnv(task, image_size=idm.config.image_size, split="train",
+                              max_episode_steps=max_episode_steps)
+            for seed in seeds:
+                obs, info = env.reset(seed=seed)
+                expert = ScriptedExpert(task)
+                expert.reset()
+                done = False
+                while not done:
+                    # 1. the expert's branch from the state reached, stored as an episode
+                    snapshot = (copy.copy(env.data), env._steps, env._progress, list(env._caption_choice))
+                    brancher, o, inf = copy.deepcopy(expert), obs, info
+                    ep = {key: [] for key in ("actions", "rewards", "dones", "states", "events", "captions")}
+                    ep["obs"] = {key: [] for key in ("image", *LOW_DIM_KEYS)}
+                    ep["next_obs"] = {key: [] for key in LOW_DIM_KEYS}
+                    for _ in range(branch_steps):
+                        action = np.clip(brancher.act(o), -1.0, 1.0).astype(np.float32)
+                        for key in ep["obs"]:
+                            ep["obs"][key].append(o[key])
+                        ep["events"].append(inf["event_index"])
+                        ep["captions"].append(inf["caption"])
+                        ep["states"].append(np.concatenate([env.data.qpos, env.data.qvel]))
+                        ep["rewards"].append(0.0)
+                        ep["dones"].append(0)
+                        o, _, _, _, inf = env.step(action)  # past the episode's end too, as the oracle does
+                        ep["actions"].append(action)
+                        for key in ep["next_obs"]:
+                            ep["next_obs"][key].append(o[key])
+                    saved, env._steps, env._progress, env._caption_choice = snapshot
+                    mujoco.mj_copyData(env.data, env.model, saved)
+                    ep.update(task=task, instruction=env.instruction, split="train", seed=seed, success=False,
+                              perturbed=True, noise_std=0.0, event_names=[e.name for e in env.task.events])
+                    name = f"demo_{count}"
+                    write_episode(data.create_group(name), ep)
+                    names.append(name)
+                    count += 1
+                    stats["branches"] += 1
+                    stats["steps"] += branch_steps
+                    # 2. execute the IDM's chunk (or the expert's); the tracking expert follows every step
+                    if rng.random() < idm_fraction:
+                        clip = np.stack(ep["obs"]["image"][: k + 1])[None]
+                        with torch.no_grad():
+                            chunk = idm.predict_action_chunk(frames_to_tensor(clip))[0].float().numpy()
+                    else:
+                        chunk = np.stack(ep["actions"][:k])
+                    for action in chunk[:replan]:
+                        expert.act(obs)
+                        obs, _, terminated, truncated, info = env.step(np.clip(action, -1.0, 1.0).astype(np.float32))
+                        if terminated or truncated:
+                            done = True
+                            stats["successes"] += bool(terminated)
+                            break
+                stats["episodes"] += 1
+                if progress:
+                    print(f"dagger {task} seed {seed}: {'success' if env.success else 'failure'}", flush=True)
+            env.close()
+        data.attrs["total"] = int(data.attrs.get("total", 0)) + stats["steps"]
+        train = [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask/train"][()]] + names
+        del f["mask/train"]
+        f["mask"].create_dataset("train", data=np.array(train, dtype="S"))
+        f["data"].attrs["dagger_rounds"] = json.dumps(
+            json.loads(f["data"].attrs.get("dagger_rounds", "[]"))
+            + [{"model": str(model), "seed_start": seed_start, "episodes_per_task": episodes_per_task,
+                "idm_fraction": idm_fraction, **stats}])
+    return stats
