@@ -172,12 +172,38 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_
     assert (out / "final" / "config.json").is_file()
 
 
-def test_assembled_planner_evaluates_with_every_metric(trained, dataset, tmp_path):
+@pytest.fixture(scope="module")
+def assembled(trained, tmp_path_factory) -> Path:
     from vans_training.assemble import assemble
+
+    return assemble(trained["vlm-sft"], trained["distill"], trained["idm"], 1,
+                    tmp_path_factory.mktemp("planner") / "planner", alignment=trained["alignment"])
+
+
+def test_idm_trains_on_the_planners_generated_futures(assembled, trained, dataset, tmp_path):
+    config = IDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "generated"),
+                            **{**COMMON, "batch_size": 4, "eval_samples": 8}, max_steps=2, eval_freq=2, save_freq=2,
+                            init_from=str(trained["idm"]), generated_future_model=str(assembled),
+                            generated_future_fraction=0.5)
+    stage = get_stage("idm")(config, torch.device("cpu"))
+    batch = stage.valid_data.batch(np.arange(4))
+    assert batch.context.shape[1] == 4  # the VDM's context, though the IDM reads only the current frame
+    chosen = np.array([True, False, True, False])
+    rendered = stage.render_futures(batch, chosen, seed=0)
+    np.testing.assert_array_equal(rendered.future[~chosen], batch.future[~chosen])
+    assert not np.array_equal(rendered.future[chosen], batch.future[chosen])
+    np.testing.assert_array_equal(rendered.actions, batch.actions)  # the recorded actions stay the labels
+    train(get_stage("idm"), config, progress=False)
+    last = read_log(tmp_path / "generated", "eval")[-1]
+    assert np.isfinite(last["chunk_mse_generated"]) and np.isfinite(last["chunk_mse"])
+    with pytest.raises(ValueError, match="generated_future_fraction needs generated_future_model"):
+        IDMTrainConfig(generated_future_fraction=0.5)
+
+
+def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_path):
     from vans_training.evaluate import METRICS, SIM_METRICS, evaluate
 
-    model = assemble(trained["vlm-sft"], trained["distill"], trained["idm"], 1, tmp_path / "planner",
-                     alignment=trained["alignment"])
+    model = assembled
     index = json.loads((model / "model_index.json").read_text())
     assert "alignment/config.json" in index["files"] and index["trained"] is True
     result = evaluate(model, dataset, tmp_path / "eval", split="all", samples=6, batch_size=3)

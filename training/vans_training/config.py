@@ -179,6 +179,11 @@ class IDMTrainConfig(TrainConfig):
             (0 = off).
         init_from (`str`): an IDM folder (or an idm stage's output) to start from instead of random
             weights, for fine-tuning.
+        generated_future_model (`str`): a planner checkpoint whose VDM renders, from a sample's context
+            and its recorded caption, the future frames that ``generated_future_fraction`` of the clips
+            are trained on instead of the recorded ones: the planner feeds the IDM its VDM's frames, whose
+            motion is fainter and less exact than a camera's, and the recorded actions stay the labels.
+        generated_future_fraction (`float`): share of training clips with generated futures (0 = off).
     """
 
     output_dir: str = "runs/idm"
@@ -190,9 +195,15 @@ class IDMTrainConfig(TrainConfig):
     photometric_jitter: float = 0.0
     random_shift: int = 0
     init_from: str = ""
+    generated_future_model: str = ""
+    generated_future_fraction: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 <= self.generated_future_fraction <= 1.0:
+            raise ValueError(f"generated_future_fraction must be in [0, 1], got {self.generated_future_fraction}")
+        if self.generated_future_fraction and not self.generated_future_model:
+            raise ValueError("generated_future_fraction needs generated_future_model, a planner checkpoint")
         if not 0 <= self.random_shift < self.image_size // 2:
             raise ValueError(f"random_shift must be in [0, {self.image_size // 2}) pixels, got {self.random_shift}")
 

@@ -7,10 +7,14 @@ plus noise) widen the actions seen beyond the expert's. The future frames are de
 (noise, and blur on some clips) because the planner's frames come from a video model, not a camera.
 Optional per-clip augmentations (``random_shift``, ``photometric_jitter``) move and recolour whole
 clips alike, so that the actions stay right while scenes look like ones the train split never shows.
+With ``generated_future_fraction``, a share of the clips carry the planner's own VDM frames (rendered
+from the recorded caption) in place of the recorded future, labelled with the recorded actions, so the
+head learns to act on the frames it will actually be given.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +85,16 @@ class IDMStage(Stage):
 
     def __init__(self, config: IDMTrainConfig, device: torch.device):
         super().__init__(config, device)
-        self.train_data, self.valid_data = train_and_valid(config, context_frames=1, include_perturbed=True,
-                                                           successful_only=False)
+        self.renderer = None
+        if config.generated_future_model:
+            from vans_engine.planner import Planner
+
+            # ONNX Runtime: the fastest CPU path, and the exact graph the deployed planner samples with
+            self.renderer = Planner.from_pretrained(config.generated_future_model)
+        # the IDM sees only the current frame; the VDM that renders futures needs the planner's context
+        context_frames = self.renderer.config.context_frames if self.renderer else 1
+        self.train_data, self.valid_data = train_and_valid(config, context_frames=context_frames,
+                                                           include_perturbed=True, successful_only=False)
         if config.init_from:
             from vans_training.assemble import resolve_model_folder
 
@@ -90,6 +102,16 @@ class IDMStage(Stage):
         else:
             self.idm = InverseDynamicsModel(image_size=config.image_size, **config.idm).to(device)
         self.model = IDMLoss(self.idm)
+
+    def render_futures(self, batch: NextEventBatch, chosen: np.ndarray, seed: int) -> NextEventBatch:
+        """The batch with the planner's VDM frames as the future of the ``chosen`` samples."""
+        if not chosen.any():
+            return batch
+        plans = self.renderer.plan_batch(batch.context[chosen], [batch.instructions[i] for i in np.flatnonzero(chosen)],
+                                         captions=[batch.captions[i] for i in np.flatnonzero(chosen)], seed=seed)
+        future = batch.future.copy()
+        future[chosen] = np.stack([plan.frames for plan in plans])
+        return dataclasses.replace(batch, future=future)
 
     def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1), self.device)
@@ -106,12 +128,24 @@ class IDMStage(Stage):
 
     def compute_loss(self, rng: np.random.Generator):
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        batch = self.tensors(self.train_data.random_batch(rng, self.config.batch_size), generator)
-        return self.forward_model(batch)
+        batch = self.train_data.random_batch(rng, self.config.batch_size)
+        if self.renderer is not None:
+            chosen = rng.random(len(batch)) < self.config.generated_future_fraction
+            batch = self.render_futures(batch, chosen, seed=int(rng.integers(2**31)))
+        return self.forward_model(self.tensors(batch, generator))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        batch = self.tensors(self.valid_data.batch(self.valid_data.fixed_indices(self.config.eval_samples)))
+        batch = self.valid_data.batch(self.valid_data.fixed_indices(self.config.eval_samples))
+        recorded = self.tensors(batch)
+        scores = {**self.chunk_scores(recorded), "loss": float(self.idm.compute_loss(recorded)[0])}
+        if self.renderer is not None:
+            generated = self.render_futures(batch, np.ones(len(batch), bool), seed=0)
+            scores.update({f"{name}_generated": value
+                           for name, value in self.chunk_scores(self.tensors(generated)).items()})
+        return scores
+
+    def chunk_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         chunk = self.idm.predict_action_chunk(batch[FRAMES])
         mask = batch[ACTION_MASK]
         error = (chunk - batch[ACTIONS])[mask]
@@ -119,7 +153,7 @@ class IDMStage(Stage):
         # The gripper command is what grasps succeed or fail on: score its sign too.
         gripper_sign = ((chunk[..., 3][mask] > 0) == (target[:, 3] > 0)).float().mean()
         return {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean()),
-                "gripper_sign_accuracy": float(gripper_sign), "loss": float(self.idm.compute_loss(batch)[0])}
+                "gripper_sign_accuracy": float(gripper_sign)}
 
     def save_pretrained(self, path: Path) -> None:
         self.idm.save_pretrained(path)
