@@ -223,6 +223,9 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         load_config(IDMTrainConfig, None, ["batch_size=0"])
     assert load_config(VDMTrainConfig, CONFIGS / "vdm.yaml", ["vdm.num_layers=2"]).vdm["num_layers"] == 2
+    assert load_config(IDMTrainConfig, None, ["lr=1e-3", "min_lr=1e-4"]).lr == 1e-3  # YAML reads 1e-3 as text
+    with pytest.raises(ValueError, match="IDMTrainConfig.lr must be float, got 'fast'"):
+        load_config(IDMTrainConfig, None, ["lr=fast"])
 
 
 def test_every_shipped_config_loads():

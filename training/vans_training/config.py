@@ -382,8 +382,16 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
             values[key] = {**values[key], **value}
         else:
             values[key] = value
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(known)}")
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(types)}")
+    for key, value in values.items():
+        # YAML 1.1 reads 1e-4 (no dot) as a string: numbers are parsed by the field's own type
+        if isinstance(value, str) and types[key] in ("float", "int", float, int):
+            number = float if types[key] in ("float", float) else int
+            try:
+                values[key] = number(value)
+            except ValueError:
+                raise ValueError(f"{cls.__name__}.{key} must be {number.__name__}, got {value!r}") from None
     return cls(**values)
