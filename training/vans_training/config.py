@@ -388,8 +388,8 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields: {sorted(types)}")
     for key, value in values.items():
         # YAML 1.1 reads 1e-4 (no dot) as a string: numbers are parsed by the field's own type
-        if isinstance(value, str) and types[key] in ("float", "int", float, int):
-            number = float if types[key] in ("float", float) else int
+        number = {"float": float, "int": int}.get(getattr(types[key], "__name__", types[key]))
+        if isinstance(value, str) and number is not None:
             try:
                 values[key] = number(value)
             except ValueError:

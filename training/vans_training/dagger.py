@@ -7,10 +7,22 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import shutil
 from pathlib import Path
 
+import h5py
+import mujoco
 import numpy as np
 import torch
+from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
+from vans_sim.env import RoboDeskEnv
+from vans_sim.experts import ScriptedExpert
+from vans_sim.tasks import TASKS
+
+from vans_training.data import seed_split
+from vans_training.policies import frames_to_tensor, load_idm
 
 
 def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_start: int, episodes_per_task: int,
@@ -28,20 +40,6 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
 
     Returns ``{"branches", "steps", "successes", "episodes"}``.
     """
-    import copy
-    import json
-    import shutil
-
-    import h5py
-    import mujoco
-    from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
-    from vans_sim.env import RoboDeskEnv
-    from vans_sim.experts import ScriptedExpert
-    from vans_sim.tasks import TASKS
-
-    from vans_training.data import seed_split
-    from vans_training.policies import frames_to_tensor, load_idm
-
     if not 0.0 <= idm_fraction <= 1.0:
         raise ValueError(f"idm_fraction must be in [0, 1], got {idm_fraction}")
     idm, k = load_idm(model)

@@ -107,8 +107,9 @@ class IDMStage(Stage):
         """The batch with the planner's VDM frames as the future of the ``chosen`` samples."""
         if not chosen.any():
             return batch
-        plans = self.renderer.plan_batch(batch.context[chosen], [batch.instructions[i] for i in np.flatnonzero(chosen)],
-                                         captions=[batch.captions[i] for i in np.flatnonzero(chosen)], seed=seed)
+        picked = np.flatnonzero(chosen)
+        plans = self.renderer.plan_batch(batch.context[picked], [batch.instructions[i] for i in picked],
+                                         captions=[batch.captions[i] for i in picked], seed=seed)
         future = batch.future.copy()
         future[chosen] = np.stack([plan.frames for plan in plans])
         return dataclasses.replace(batch, future=future)
