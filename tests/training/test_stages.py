@@ -200,6 +200,43 @@ def test_idm_trains_on_the_planners_generated_futures(assembled, trained, datase
         IDMTrainConfig(generated_future_fraction=0.5)
 
 
+def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, dataset, tmp_path):
+    """init_from starts from the planner's VDM; the frozen IDM's error on the predicted video joins the
+    loss, its gradient reaches the VDM and not the IDM, and evaluations score the sampled videos."""
+    from safetensors.torch import load_file
+
+    fields = dict(init_from=str(assembled), action_model=str(trained["idm"]), action_weight=1.0, lr=2e-3,
+                  min_lr=2e-3, eval_steps=1, ema_decay=0.0, eval_freq=8, save_freq=8)
+    config = VDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "action"), **{**COMMON, **fields},
+                            max_steps=8)
+    stage = get_stage("vdm")(config, torch.device("cpu"))
+    start = load_file(assembled / "vdm" / "diffusion_pytorch_model.safetensors")
+    for key, value in stage.model.transformer.state_dict().items():
+        torch.testing.assert_close(value, start[key], rtol=0, atol=0, msg=key)
+    stage.forward_model = stage.model
+    loss, scalars = stage.compute_loss(np.random.default_rng(0))
+    assert scalars["loss"] == pytest.approx(scalars["flow_loss"] + scalars["action_loss"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in stage.action_idm.parameters())
+    assert stage.model.transformer.proj_out.weight.grad.abs().sum() > 0
+
+    train(get_stage("vdm"), config, progress=False)
+    rows = read_log(tmp_path / "action")
+    actions = [row["action_loss"] for row in rows]
+    assert np.all(np.isfinite(actions)) and np.mean(actions[-3:]) < np.mean(actions[:3]), actions
+    last = read_log(tmp_path / "action", "eval")[-1]
+    assert last["action_mse_recorded"] < last["action_mse_still"]  # the IDM reads the recorded motion
+    assert np.isfinite(last["action_mse"])
+
+    with pytest.raises(ValueError, match="was trained with 'current_frame_residual'"):
+        get_stage("vdm")(VDMTrainConfig(data=str(dataset), init_from=str(assembled), prediction="velocity"),
+                         torch.device("cpu"))
+    with pytest.raises(ValueError, match="action_weight > 0 needs action_model"):
+        VDMTrainConfig(action_weight=0.5)
+    with pytest.raises(ValueError, match="set teacher, not init_from"):
+        DistillConfig(init_from=str(assembled))
+
+
 def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_path):
     from vans_training.evaluate import METRICS, SIM_METRICS, evaluate
 
@@ -237,6 +274,7 @@ def test_every_shipped_config_loads():
     assert set(files) == set(STAGES)
     for stage, name in files.items():
         load_config(get_stage(stage).config_class, CONFIGS / name)
+    assert load_config(VDMTrainConfig, CONFIGS / "vdm_action.yaml").action_weight > 0
 
 
 def test_two_process_ddp_run_with_torchrun(dataset, tmp_path):

@@ -21,7 +21,7 @@ from vans_engine.models.vdm import CaptionEncoder, load_vdm, make_scheduler
 from vans_engine.models.vlm import NextEventVLM
 from vans_engine.planner import Planner, PlannerConfig
 
-from vans_training.stages.distill import resolve_vdm_folder
+from vans_training.stages.vdm import resolve_vdm_folder
 from vans_training.trainer import FINAL, read_log
 
 ALIGNMENT_DIR = "alignment"

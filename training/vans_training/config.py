@@ -106,6 +106,12 @@ class VDMTrainConfig(TrainConfig):
         shift (`float`): the scheduler's timestep shift.
         eval_steps (`int`): Euler steps of the samples drawn at each evaluation.
         ema_decay (`float`): exponential moving average of the weights that is saved (0 = off).
+        init_from (`str`): start from this trained VDM (a stage output or a planner checkpoint) instead
+            of fresh weights; ``vdm`` sizes are then ignored.
+        action_model (`str`): an IDM (a stage output or a planner checkpoint) that reads actions from
+            the predicted clean video, for the action-consistency term; evaluations then also report
+            its error on sampled videos (``action_mse``).
+        action_weight (`float`): weight of the action-consistency term (0 = off; needs ``action_model``).
     """
 
     output_dir: str = "runs/vdm"
@@ -114,6 +120,9 @@ class VDMTrainConfig(TrainConfig):
     shift: float = 1.0
     eval_steps: int = 16
     ema_decay: float = 0.999
+    init_from: str = ""
+    action_model: str = ""
+    action_weight: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
@@ -121,6 +130,10 @@ class VDMTrainConfig(TrainConfig):
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.action_weight < 0:
+            raise ValueError(f"action_weight must be >= 0, got {self.action_weight}")
+        if self.action_weight > 0 and not self.action_model:
+            raise ValueError("action_weight > 0 needs action_model (the IDM that reads the actions)")
 
 
 @dataclass
@@ -139,6 +152,9 @@ class DistillConfig(VDMTrainConfig):
         student_steps (`int`): the student's sampling steps, used in evaluation and written to the model.
         real_data_fraction (`float`): share of each batch that is flow matching on recorded videos, which
             keeps the student from drifting towards the teacher's mistakes.
+
+    ``action_model`` / ``action_weight`` add the action-consistency term to the student's loss, scored
+    against each sample's recorded actions.
     """
 
     output_dir: str = "runs/distill"
@@ -158,6 +174,8 @@ class DistillConfig(VDMTrainConfig):
             raise ValueError("teacher_steps, num_pairs, pair_batch_size and student_steps must be >= 1")
         if not 0 <= self.real_data_fraction < 1:
             raise ValueError(f"real_data_fraction must be in [0, 1), got {self.real_data_fraction}")
+        if self.init_from:
+            raise ValueError("distill's student starts from its teacher: set teacher, not init_from")
 
 
 @dataclass

@@ -20,40 +20,18 @@ step count drops, which keeps the ONNX export and every backend unchanged.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
-from vans_engine.models.vdm import VideoDiffusionSampler, as_denoiser, load_vdm, make_scheduler
+from vans_engine.models.vdm import VideoDiffusionSampler, as_denoiser, make_scheduler
 
 from vans_training.config import DistillConfig
 from vans_training.metrics import psnr
-from vans_training.stages.vdm import VDMStage, flow_matching_loss, loss_target, torch_generator
-from vans_training.trainer import FINAL
+from vans_training.stages.vdm import VDMStage, torch_generator
 
 PAIRS_DIR = "reflow"
-
-
-def resolve_vdm_folder(path: str | Path) -> Path:
-    """A VDM folder, given it or a ``vdm`` / ``distill`` / ``grpo-vdm`` stage output (its ``final/``),
-    a ``grpo-joint`` output (its ``final/vdm/``) or a planner checkpoint (its ``vdm/``)."""
-    path = Path(path)
-    for candidate in (path / FINAL, path / FINAL / "vdm", path / "vdm", path):
-        if (candidate / "config.json").is_file() and (candidate / "diffusion_pytorch_model.safetensors").is_file():
-            return candidate
-    raise FileNotFoundError(f"no VDM (config.json + diffusion_pytorch_model.safetensors) in {path}, "
-                            f"{path / FINAL} or {path / 'vdm'}")
-
-
-def trained_prediction(folder: Path) -> str | None:
-    """The prediction a VDM was trained with, when ``folder`` is a stage output's ``final/`` (whose
-    ``config.json`` records it; older ``vdm`` runs without the field trained velocities)."""
-    record = folder.parent / "config.json"
-    if folder.name == FINAL and record.is_file():
-        return json.loads(record.read_text()).get("prediction", "velocity")
-    return None
 
 
 def pair_noise(index: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -66,19 +44,15 @@ class DistillStage(VDMStage):
     config_class = DistillConfig
 
     def __init__(self, config: DistillConfig, device: torch.device):
-        self.teacher_folder = resolve_vdm_folder(config.teacher)
-        teacher_prediction = trained_prediction(self.teacher_folder)
-        if teacher_prediction not in (None, config.prediction):
-            raise ValueError(f"prediction is {config.prediction!r} but the teacher {self.teacher_folder} "
-                             f"was trained with {teacher_prediction!r}")
         super().__init__(config, device)
-        self.teacher = as_denoiser(load_vdm(self.teacher_folder, device).requires_grad_(False), config.prediction)
+        teacher = self.load_trained_vdm(config.teacher).to(device).requires_grad_(False)
+        self.teacher = as_denoiser(teacher, config.prediction)
         self.pair_samples: np.ndarray | None = None
         self.pair_videos: torch.Tensor | None = None
 
     def build_model(self):
         """The student: the teacher's weights, read the same way (``config.prediction``)."""
-        return as_denoiser(load_vdm(self.teacher_folder), self.config.prediction)
+        return as_denoiser(self.load_trained_vdm(self.config.teacher), self.config.prediction)
 
     def video_shape(self) -> tuple[int, ...]:
         size = self.train_data.image_size
@@ -118,15 +92,13 @@ class DistillStage(VDMStage):
         num_real = int(round(config.batch_size * config.real_data_fraction))
         pairs = rng.integers(0, len(self.pair_videos), config.batch_size - num_real)
         real = rng.integers(0, len(self.train_data), num_real)
-        context, clean_real, tokens = self.model_inputs(self.train_data.batch(np.concatenate(
-            [self.pair_samples[pairs], real])))
+        batch = self.train_data.batch(np.concatenate([self.pair_samples[pairs], real]))
+        context, clean_real, tokens = self.model_inputs(batch)
         clean = torch.cat([self.pair_videos[pairs].float().to(self.device), clean_real[len(pairs):]])
         noise = torch.cat([torch.stack([pair_noise(int(i), self.video_shape()) for i in pairs]).to(self.device),
                            torch.randn((num_real, *self.video_shape()), generator=generator).to(self.device)])
         sigmas = torch.rand(len(clean), generator=generator).to(self.device)
-        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas,
-                                  loss_target(self.config.prediction))
-        return loss, {"loss": loss.item()}
+        return self.training_loss(batch, context, clean, noise, tokens, sigmas)
 
     # -- 3. evaluation ------------------------------------------------------------------------------------
 

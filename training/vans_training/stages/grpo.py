@@ -30,7 +30,7 @@ from vans_training.data import NextEventBatch, to_model_frames, train_and_valid
 from vans_training.evaluate import alignment_scores
 from vans_training.models.alignment import VideoCaptionAligner
 from vans_training.rewards import combine, static_penalty, video_similarity
-from vans_training.stages.distill import resolve_vdm_folder, trained_prediction
+from vans_training.stages.vdm import resolve_vdm_folder, trained_prediction
 from vans_training.stages.vdm import CaptionTokens
 from vans_training.trainer import Stage
 

@@ -8,21 +8,33 @@ With ``prediction: velocity`` the transformer regresses the velocity ``z - x_0``
 which weighs every noise level by what it gets wrong in pixels. The caption reaches the transformer
 as MiniLM tokens; captions repeat, so their tokens are computed once. The saved weights are an
 exponential moving average of the trained ones.
+
+**Action consistency** (``action_model``, ``action_weight``): a video the planner acts on is only as
+good as the actions an inverse-dynamics head can read from it. With these set, a frozen IDM reads the
+K actions from the clean video the VDM predicts at each training step (current frame, then the
+prediction), and their squared error to the recorded actions is added to the loss, so the gradient
+says where the gripper has to be, not only what the pixels look like. The pixel loss alone spends
+itself on the whole desk, while the gripper that the actions move covers a few pixels of it. This is
+our differentiable stand-in for NSP's causal-consistency reward. ``init_from`` starts from a trained
+VDM (a teacher or the distilled student) to fine-tune it so.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from vans_engine.models.idm import InverseDynamicsModel
 from vans_engine.models.vdm import (
     CaptionEncoder,
     VideoDiffusionSampler,
     as_denoiser,
     flow_matching_inputs,
+    load_vdm,
     make_scheduler,
     make_vdm,
     pack_model_input,
@@ -32,7 +44,36 @@ from vans_engine.models.vdm import (
 from vans_training.config import VDMTrainConfig
 from vans_training.data import NextEventBatch, task_corpus, to_model_frames, train_and_valid
 from vans_training.metrics import psnr
-from vans_training.trainer import Stage
+from vans_training.trainer import FINAL, Stage
+
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def resolve_component_folder(path: str | Path, component: str) -> Path:
+    """A model folder (``config.json`` + weights) given it, a stage output (its ``final/``), a
+    ``grpo-joint`` output (its ``final/<component>/``) or a planner checkpoint (its ``<component>/``)."""
+    path = Path(path)
+    for candidate in (path / FINAL, path / FINAL / component, path / component, path):
+        if (candidate / "config.json").is_file() and (candidate / WEIGHTS).is_file():
+            return candidate
+    raise FileNotFoundError(f"no {component} (config.json + {WEIGHTS}) in {path}, {path / FINAL} "
+                            f"or {path / component}")
+
+
+def resolve_vdm_folder(path: str | Path) -> Path:
+    return resolve_component_folder(path, "vdm")
+
+
+def trained_prediction(folder: Path) -> str | None:
+    """The prediction a VDM folder was trained with: recorded in a stage output's ``config.json``
+    (older ``vdm`` runs without the field trained velocities) or in a planner checkpoint's
+    ``model_index.json``; None when neither is there."""
+    stage_record, planner_index = folder.parent / "config.json", folder.parent / "model_index.json"
+    if folder.name == FINAL and stage_record.is_file():
+        return json.loads(stage_record.read_text()).get("prediction", "velocity")
+    if planner_index.is_file():
+        return json.loads(planner_index.read_text())["planner"].get("vdm_prediction", "velocity")
+    return None
 
 
 class CaptionTokens:
@@ -67,13 +108,31 @@ def flow_matching_loss(denoiser, context: torch.Tensor, clean: torch.Tensor, noi
     ``target="velocity"``: MSE of the velocity; ``"clean"``: MSE of the clean video it implies,
     ``x_t - sigma * velocity`` (the velocity MSE weighted by sigma squared).
     """
+    return flow_matching_terms(denoiser, context, clean, noise, tokens, sigmas, target)[0]
+
+
+def flow_matching_terms(denoiser, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                        tokens: torch.Tensor, sigmas: torch.Tensor,
+                        target: str = "velocity") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`flow_matching_loss` and the clean video the denoiser predicts, (B, 3, K, H, W)."""
     timesteps = sigmas * 1000.0
     noisy, velocity_target = flow_matching_inputs(clean, noise, timesteps)
     velocity = denoiser(hidden_states=pack_model_input(noisy, context), timestep=timesteps,
                         encoder_hidden_states=tokens, return_dict=False)[0].float()
+    predicted_clean = noisy - sigmas.view(-1, 1, 1, 1, 1) * velocity
     if target == "velocity":
-        return F.mse_loss(velocity, velocity_target.float())
-    return F.mse_loss(noisy - sigmas.view(-1, 1, 1, 1, 1) * velocity, clean.float())
+        return F.mse_loss(velocity, velocity_target.float()), predicted_clean
+    return F.mse_loss(predicted_clean, clean.float()), predicted_clean
+
+
+def action_chunk_error(idm: InverseDynamicsModel, current: torch.Tensor, video: torch.Tensor,
+                       actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the actions ``idm`` reads from ``video`` (B, 3, K, H, W) after the
+    ``current`` frame (B, 3, H, W), against ``actions`` (B, K, A) where ``mask`` (B, K) holds."""
+    frames = torch.cat([current.unsqueeze(1), video.transpose(1, 2).clamp(-1, 1)], dim=1)
+    error = (idm.predict_action_chunk(frames) - actions) ** 2
+    weight = mask.float().unsqueeze(-1)
+    return (error * weight).sum() / (weight.sum() * actions.shape[-1]).clamp(min=1)
 
 
 def loss_target(prediction: str) -> str:
@@ -97,13 +156,30 @@ class VDMStage(Stage):
         self.scheduler = make_scheduler(shift=config.shift)
         self.model = self.build_model().to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay else None
+        self.action_idm = None
+        if config.action_model:
+            # frozen and outside self.model: it scores the videos, it is not trained (nor synchronised by DDP)
+            folder = resolve_component_folder(config.action_model, "idm")
+            self.action_idm = InverseDynamicsModel.from_pretrained(folder).to(device).requires_grad_(False).eval()
 
     def build_model(self):
-        """The denoiser being trained: a fresh transformer, wrapped per ``config.prediction``."""
+        """The denoiser being trained, wrapped per ``config.prediction``: the VDM at ``config.init_from``,
+        else a fresh transformer."""
+        if self.config.init_from:
+            return as_denoiser(self.load_trained_vdm(self.config.init_from), self.config.prediction)
         transformer = make_vdm(**self.config.vdm)
         if self.config.prediction == "current_frame_residual":
             zero_output_layer(transformer)
         return as_denoiser(transformer, self.config.prediction)
+
+    def load_trained_vdm(self, path: str | Path):
+        """The VDM transformer at ``path``, refused when it was trained with another prediction."""
+        folder = resolve_vdm_folder(path)
+        trained_with = trained_prediction(folder)
+        if trained_with not in (None, self.config.prediction):
+            raise ValueError(f"prediction is {self.config.prediction!r} but the VDM {folder} was trained "
+                             f"with {trained_with!r}")
+        return load_vdm(folder)
 
     # -- training ---------------------------------------------------------------------------------------
 
@@ -114,13 +190,26 @@ class VDMStage(Stage):
         return context, clean, self.tokens(batch.captions)
 
     def compute_loss(self, rng: np.random.Generator):
-        context, clean, tokens = self.model_inputs(self.train_data.random_batch(rng, self.config.batch_size))
+        batch = self.train_data.random_batch(rng, self.config.batch_size)
+        context, clean, tokens = self.model_inputs(batch)
         generator = torch_generator(rng)
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         sigmas = torch.rand(len(clean), generator=generator).to(self.device)
-        loss = flow_matching_loss(self.forward_model, context, clean, noise, tokens, sigmas,
-                                  loss_target(self.config.prediction))
-        return loss, {"loss": loss.item()}
+        return self.training_loss(batch, context, clean, noise, tokens, sigmas)
+
+    def training_loss(self, batch: NextEventBatch, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                      tokens: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Flow matching towards ``clean``, plus the action-consistency term when an IDM is given
+        (against the batch's recorded actions)."""
+        flow_loss, predicted = flow_matching_terms(self.forward_model, context, clean, noise, tokens, sigmas,
+                                                   loss_target(self.config.prediction))
+        if self.action_idm is None:
+            return flow_loss, {"loss": flow_loss.item()}
+        action_loss = action_chunk_error(self.action_idm, context[:, -1], predicted,
+                                         torch.from_numpy(batch.actions).to(self.device),
+                                         torch.from_numpy(batch.action_mask).to(self.device))
+        loss = flow_loss + self.config.action_weight * action_loss
+        return loss, {"loss": loss.item(), "flow_loss": flow_loss.item(), "action_loss": action_loss.item()}
 
     def after_step(self) -> None:
         if self.ema is not None:
@@ -161,8 +250,27 @@ class VDMStage(Stage):
         video = self.sample(model, batch, self.config.eval_steps)
         # Copying the current frame K times is the baseline a useful video model must beat.
         still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
-        return {"val_loss": self.validation_loss(model, batch), "psnr": psnr(video, batch.future),
-                "psnr_copy_current_frame": psnr(still, batch.future)}
+        scores = {"val_loss": self.validation_loss(model, batch), "psnr": psnr(video, batch.future),
+                  "psnr_copy_current_frame": psnr(still, batch.future)}
+        if self.action_idm is not None:
+            scores.update(self.action_scores(batch, video))
+        return scores
+
+    def action_scores(self, batch: NextEventBatch, video: np.ndarray) -> dict[str, float]:
+        """How well the action model reads the recorded actions from sampled videos (B, K, S, S, 3),
+        beside the same on the recorded future (its ceiling) and on the current frame held (a video
+        that shows no motion)."""
+        current = to_model_frames(batch.context[:, -1:], self.device)[:, 0]
+        actions = torch.from_numpy(batch.actions).to(self.device)
+        mask = torch.from_numpy(batch.action_mask).to(self.device)
+
+        def error(frames: np.ndarray) -> float:
+            video_tensor = to_model_frames(frames, self.device).transpose(1, 2)
+            return float(action_chunk_error(self.action_idm, current, video_tensor, actions, mask))
+
+        still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
+        return {"action_mse": error(video), "action_mse_recorded": error(batch.future),
+                "action_mse_still": error(still)}
 
     # -- checkpoints -------------------------------------------------------------------------------------
 
