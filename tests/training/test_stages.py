@@ -3,6 +3,7 @@ run resumes, a resumed run equals an uninterrupted one, and the assembled planne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -200,6 +201,24 @@ def test_idm_trains_on_the_planners_generated_futures(assembled, trained, datase
         IDMTrainConfig(generated_future_fraction=0.5)
 
 
+def test_unrolled_sampler_is_the_deployed_sampler_with_gradients():
+    from vans_engine.models.vdm import VideoDiffusionSampler, as_denoiser, make_scheduler, make_vdm
+
+    from vans_training.stages.vdm import unrolled_sampling_terms
+
+    torch.manual_seed(0)
+    denoiser = as_denoiser(make_vdm(**TINY_VDM), "current_frame_residual")
+    context = torch.rand(2, 4, 3, 64, 64) * 2 - 1
+    tokens, noise = torch.randn(2, 5, 384), torch.randn(2, 3, 8, 64, 64)
+    clean = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    error, sample = unrolled_sampling_terms(denoiser, make_scheduler(), context, clean, noise, tokens, steps=3)
+    deployed = VideoDiffusionSampler(denoiser, make_scheduler())(context, tokens, num_inference_steps=3,
+                                                                  latents=noise).frames
+    torch.testing.assert_close(sample.clamp(-1, 1).transpose(1, 2), deployed, rtol=0, atol=1e-5)
+    error.backward()
+    assert denoiser.transformer.proj_out.weight.grad.abs().sum() > 0
+
+
 def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, dataset, tmp_path):
     """init_from starts from the planner's VDM; the frozen IDM's error on the predicted video joins the
     loss, its gradient reaches the VDM and not the IDM, and evaluations score the sampled videos."""
@@ -219,6 +238,10 @@ def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, da
     loss.backward()
     assert all(p.grad is None for p in stage.action_idm.parameters())
     assert stage.model.transformer.proj_out.weight.grad.abs().sum() > 0
+    stage.config = dataclasses.replace(config, unrolled_steps=2)  # the same terms on the deployed sampler's path
+    unrolled_loss, unrolled = stage.compute_loss(np.random.default_rng(0))
+    assert unrolled["loss"] == pytest.approx(unrolled["flow_loss"] + unrolled["action_loss"], rel=1e-5)
+    assert unrolled["flow_loss"] != scalars["flow_loss"]
 
     train(get_stage("vdm"), config, progress=False)
     rows = read_log(tmp_path / "action")

@@ -38,8 +38,12 @@ def resolve_model_folder(path: str | Path, marker: str = "config.json") -> Path:
 
 
 def stage_record(path: str | Path) -> dict:
-    """The stage's config and its last train and eval scalars, when ``path`` is a stage output."""
+    """The stage's config and its last train and eval scalars, when ``path`` is a stage output; the
+    record a planner checkpoint keeps for it, when ``path`` is one of that checkpoint's components."""
     path = Path(path)
+    checkpoint_record = path.parent / TRAINING_RECORD
+    if checkpoint_record.is_file() and path.name in (records := json.loads(checkpoint_record.read_text())):
+        return {**records[path.name], "checkpoint": str(path.parent)}
     config = path / "config.json"
     if not (path / "log.jsonl").exists() or not config.exists():
         return {"folder": str(path)}

@@ -112,6 +112,9 @@ class VDMTrainConfig(TrainConfig):
             the predicted clean video, for the action-consistency term; evaluations then also report
             its error on sampled videos (``action_mse``).
         action_weight (`float`): weight of the action-consistency term (0 = off; needs ``action_model``).
+        unrolled_steps (`int`): 0 trains by flow matching at random noise levels; N > 0 runs the N-step
+            Euler sampler with gradients and trains every step's predicted clean video (for a few-step
+            student: the path the planner deploys).
     """
 
     output_dir: str = "runs/vdm"
@@ -123,9 +126,12 @@ class VDMTrainConfig(TrainConfig):
     init_from: str = ""
     action_model: str = ""
     action_weight: float = 0.0
+    unrolled_steps: int = 0
 
     def __post_init__(self):
         super().__post_init__()
+        if self.unrolled_steps < 0:
+            raise ValueError(f"unrolled_steps must be >= 0, got {self.unrolled_steps}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.prediction not in PREDICTIONS:

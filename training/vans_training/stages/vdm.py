@@ -17,6 +17,12 @@ says where the gripper has to be, not only what the pixels look like. The pixel 
 itself on the whole desk, while the gripper that the actions move covers a few pixels of it. This is
 our differentiable stand-in for NSP's causal-consistency reward. ``init_from`` starts from a trained
 VDM (a teacher or the distilled student) to fine-tune it so.
+
+**Unrolled sampler** (``unrolled_steps: N``): instead of one noise level per sample, run the N-step
+Euler sampler the planner deploys, with gradients, from pure noise. Every step's predicted clean video
+is trained against the recorded future, and the action term scores the sampler's output. A few-step
+student sees only N noise levels, and from the second step on its input is built from its own first
+guess, not from the recorded future noised: training on that path trains what the planner runs.
 """
 
 from __future__ import annotations
@@ -125,6 +131,22 @@ def flow_matching_terms(denoiser, context: torch.Tensor, clean: torch.Tensor, no
     return F.mse_loss(predicted_clean, clean.float()), predicted_clean
 
 
+def unrolled_sampling_terms(denoiser, scheduler, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
+                            tokens: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Euler sampler of ``VideoDiffusionSampler`` for ``steps`` steps from ``noise``, with gradients:
+    the mean over steps of the squared error of each step's predicted clean video to ``clean``, and the
+    sampler's output (B, 3, K, H, W)."""
+    scheduler.set_timesteps(steps)
+    sample, errors = noise, []
+    for sigma, next_sigma in zip(scheduler.sigmas[:-1].tolist(), scheduler.sigmas[1:].tolist()):
+        timesteps = torch.full((len(sample),), sigma * 1000.0, device=sample.device)
+        velocity = denoiser(hidden_states=pack_model_input(sample, context), timestep=timesteps,
+                            encoder_hidden_states=tokens, return_dict=False)[0].float()
+        errors.append(F.mse_loss(sample - sigma * velocity, clean.float()))
+        sample = sample + (next_sigma - sigma) * velocity
+    return torch.stack(errors).mean(), sample
+
+
 def action_chunk_error(idm: InverseDynamicsModel, current: torch.Tensor, video: torch.Tensor,
                        actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the actions ``idm`` reads from ``video`` (B, 3, K, H, W) after the
@@ -199,10 +221,14 @@ class VDMStage(Stage):
 
     def training_loss(self, batch: NextEventBatch, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
                       tokens: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Flow matching towards ``clean``, plus the action-consistency term when an IDM is given
-        (against the batch's recorded actions)."""
-        flow_loss, predicted = flow_matching_terms(self.forward_model, context, clean, noise, tokens, sigmas,
-                                                   loss_target(self.config.prediction))
+        """Flow matching towards ``clean`` (or the unrolled sampler's error), plus the action-consistency
+        term when an IDM is given (against the batch's recorded actions)."""
+        if self.config.unrolled_steps:
+            flow_loss, predicted = unrolled_sampling_terms(self.forward_model, self.scheduler, context, clean,
+                                                           noise, tokens, self.config.unrolled_steps)
+        else:
+            flow_loss, predicted = flow_matching_terms(self.forward_model, context, clean, noise, tokens, sigmas,
+                                                       loss_target(self.config.prediction))
         if self.action_idm is None:
             return flow_loss, {"loss": flow_loss.item()}
         action_loss = action_chunk_error(self.action_idm, context[:, -1], predicted,
