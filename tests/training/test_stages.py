@@ -98,7 +98,7 @@ def test_idm_fine_tunes_from_given_weights(trained, dataset, tmp_path):
 
 
 def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
-    from vans_training.stages.idm import shift_clips
+    from vans_training.augment import shift_clips
 
     frames = torch.full((6, 3, 3, 16, 16), -1.0)
     for t in range(3):  # one bright pixel per frame, moving one column a frame
@@ -219,6 +219,23 @@ def test_unrolled_sampler_is_the_deployed_sampler_with_gradients():
     assert denoiser.transformer.proj_out.weight.grad.abs().sum() > 0
 
 
+def test_vdm_augmentation_moves_context_and_future_alike():
+    from types import SimpleNamespace
+
+    from vans_training.stages.vdm import VDMStage
+
+    context = torch.rand(3, 4, 3, 64, 64) * 2 - 1
+    clean = context[:, -1:].transpose(1, 2).repeat(1, 1, 8, 1, 1)  # a future that holds the current frame
+    stage = SimpleNamespace(config=VDMTrainConfig(random_shift=4, photometric_jitter=0.2))
+    moved_context, moved_clean = VDMStage.augment(stage, context, clean, torch.Generator().manual_seed(0))
+    assert moved_context.shape == context.shape and moved_clean.shape == clean.shape
+    assert not torch.allclose(moved_context, context)
+    for k in range(8):  # still the current frame held, whatever the draw did to it
+        torch.testing.assert_close(moved_clean[:, :, k], moved_context[:, -1])
+    with pytest.raises(ValueError, match="random_shift must be >= 0"):
+        VDMTrainConfig(random_shift=-1)
+
+
 def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, dataset, tmp_path):
     """init_from starts from the planner's VDM; the frozen IDM's error on the predicted video joins the
     loss, its gradient reaches the VDM and not the IDM, and evaluations score the sampled videos."""
@@ -261,14 +278,14 @@ def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, da
 
 
 def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_path):
-    from vans_training.evaluate import METRICS, SIM_METRICS, evaluate
+    from vans_training.evaluate import ACTION_METRICS, METRICS, SIM_METRICS, evaluate
 
     model = assembled
     index = json.loads((model / "model_index.json").read_text())
     assert "alignment/config.json" in index["files"] and index["trained"] is True
     result = evaluate(model, dataset, tmp_path / "eval", split="all", samples=6, batch_size=3)
     written = json.loads((tmp_path / "eval" / "eval.json").read_text())
-    assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS + SIM_METRICS)
+    assert all(isinstance(written[m], float) and np.isfinite(written[m]) for m in METRICS + SIM_METRICS + ACTION_METRICS)
     # the plans' actions ran in the simulator, beside the recorded expert's and zero actions
     references = written["references"]
     assert 0 <= written["plan_event_reached"] <= 1

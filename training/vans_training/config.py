@@ -115,6 +115,8 @@ class VDMTrainConfig(TrainConfig):
         unrolled_steps (`int`): 0 trains by flow matching at random noise levels; N > 0 runs the N-step
             Euler sampler with gradients and trains every step's predicted clean video (for a few-step
             student: the path the planner deploys).
+        random_shift (`int`), photometric_jitter (`float`): per-sample translation (pixels) and colour
+            change, the same for its context and future frames, as the ``idm`` stage's (0 = off).
     """
 
     output_dir: str = "runs/vdm"
@@ -127,11 +129,16 @@ class VDMTrainConfig(TrainConfig):
     action_model: str = ""
     action_weight: float = 0.0
     unrolled_steps: int = 0
+    random_shift: int = 0
+    photometric_jitter: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.unrolled_steps < 0:
             raise ValueError(f"unrolled_steps must be >= 0, got {self.unrolled_steps}")
+        if self.random_shift < 0 or not 0 <= self.photometric_jitter < 1:
+            raise ValueError(f"random_shift must be >= 0 and photometric_jitter in [0, 1), got "
+                             f"{self.random_shift} and {self.photometric_jitter}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.prediction not in PREDICTIONS:

@@ -19,7 +19,9 @@ Plans are also run in the simulator: each sample's K planned actions are execute
 exact recorded state (``vans_training.sim_reward``), giving ``plan_event_reached`` (the share of plans
 whose actions make the event in progress happen within K steps) and ``plan_sim_reward`` (that, with
 partial credit for ending near the recorded expert). They are the closed loop's one-plan version:
-cheap, and free of the compounding that makes episodes all-or-nothing.
+cheap, and free of the compounding that makes episodes all-or-nothing. ``plan_action_mse`` is the
+squared error of the planned actions to the recorded expert's, before any simulator: what the IDM
+could read from the predicted frames.
 
 Reference rows put the numbers in context: the recorded future scored the same way (the ceiling of
 ``alignment``), the current frame held K times (the floor any video model must beat on PSNR), and the
@@ -49,6 +51,12 @@ from vans_training.sim_reward import SimGroundedReward
 
 METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
 SIM_METRICS = ("plan_event_reached", "plan_sim_reward")
+ACTION_METRICS = ("plan_action_mse",)
+
+
+def action_mse(actions: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared error of (N, K, A) actions against the recorded ones where ``mask`` (N, K) holds."""
+    return float(((actions - recorded) ** 2)[mask].mean())
 
 
 @torch.no_grad()
@@ -98,7 +106,7 @@ def write_samples_gif(path: Path, current: np.ndarray, futures: np.ndarray, fram
 
 
 def format_table(result: dict) -> str:
-    columns = METRICS + SIM_METRICS
+    columns = METRICS + SIM_METRICS + ACTION_METRICS
     header = "| | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns) + "\n"
 
     def row(name: str, values: dict) -> str:
@@ -153,6 +161,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     idle = sim_reward(indices, np.zeros_like(actions[:, None]))
     result["plan_event_reached"] = float(planned.reached.mean())
     result["plan_sim_reward"] = float(planned.rewards.mean())
+    result["plan_action_mse"] = action_mse(actions, truth.actions, truth.action_mask)
     still = np.repeat(truth.context[:, -1:], config.future_frames, axis=1)
     result["references"] = {
         "recorded future": {"psnr": 100.0, "ssim": 1.0,
@@ -162,7 +171,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
                                "alignment": float(alignment_scores(aligner, still, truth.captions).mean())},
         "recorded actions": {"plan_event_reached": float(recorded.reached.mean()),
                              "plan_sim_reward": float(recorded.rewards.mean())},
-        "zero actions": {"plan_event_reached": float(idle.reached.mean()), "plan_sim_reward": float(idle.rewards.mean())},
+        "zero actions": {"plan_event_reached": float(idle.reached.mean()), "plan_sim_reward": float(idle.rewards.mean()),
+                         "plan_action_mse": action_mse(np.zeros_like(actions), truth.actions, truth.action_mask)},
     }
     result["per_task"] = {}
     for task in sorted(set(truth.tasks)):

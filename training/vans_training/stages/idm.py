@@ -24,6 +24,7 @@ from torch import nn
 from vans_engine.constants import ACTION_MASK, ACTIONS, FRAMES, STATE
 from vans_engine.models.idm import InverseDynamicsModel
 
+from vans_training.augment import augment_clips
 from vans_training.config import IDMTrainConfig
 from vans_training.data import NextEventBatch, to_model_frames, train_and_valid
 from vans_training.trainer import Stage
@@ -50,33 +51,6 @@ def degrade(frames: torch.Tensor, noise_std: float, blur_fraction: float, genera
         frames = frames.clone()
         frames[blur] = blurred.reshape(-1, n, c, h, w)
     return (frames + noise_std * torch.randn(frames.shape, generator=generator).to(frames.device)).clamp(-1, 1)
-
-
-def jitter_photometry(frames: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random brightness, contrast and per-channel gains, one draw per clip, on (B, N, 3, H, W) in [-1, 1]."""
-    b = frames.shape[0]
-
-    def draw(*shape):
-        return (1.0 + strength * (2 * torch.rand(*shape, generator=generator) - 1)).to(frames.device)
-
-    pixels = (frames + 1) / 2
-    mean = pixels.mean(dim=(1, 2, 3, 4), keepdim=True)
-    pixels = (pixels - mean) * draw(b, 1, 1, 1, 1) + mean  # contrast
-    pixels = pixels * draw(b, 1, 1, 1, 1) * draw(b, 1, 3, 1, 1)  # brightness, colour
-    return (pixels.clamp(0, 1) * 2 - 1)
-
-
-def shift_clips(frames: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each (N, 3, H, W) clip of (B, N, 3, H, W) frames by one random integer offset in
-    ``[-max_shift, max_shift]`` per axis, the same for all its frames; edges are replicated (DrQ's
-    pad-and-crop). A gripper delta moves the gripper by nearly the same pixels wherever it is, so the
-    action labels still hold."""
-    if max_shift <= 0:
-        return frames
-    b, n, c, h, w = frames.shape
-    offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).tolist()
-    padded = F.pad(frames.reshape(b, n * c, h, w), (max_shift,) * 4, mode="replicate")
-    return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)]).view(b, n, c, h, w)
 
 
 class IDMStage(Stage):
@@ -117,9 +91,7 @@ class IDMStage(Stage):
     def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1), self.device)
         if generator is not None:
-            frames = shift_clips(frames, self.config.random_shift, generator)
-            if self.config.photometric_jitter:
-                frames = jitter_photometry(frames, self.config.photometric_jitter, generator)
+            frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator)
             frames = torch.cat([frames[:, :1], degrade(frames[:, 1:], self.config.frame_noise,
                                                        self.config.blur_fraction, generator)], dim=1)
         return {FRAMES: frames,

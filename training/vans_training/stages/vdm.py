@@ -16,7 +16,9 @@ prediction), and their squared error to the recorded actions is added to the los
 says where the gripper has to be, not only what the pixels look like. The pixel loss alone spends
 itself on the whole desk, while the gripper that the actions move covers a few pixels of it. This is
 our differentiable stand-in for NSP's causal-consistency reward. ``init_from`` starts from a trained
-VDM (a teacher or the distilled student) to fine-tune it so.
+VDM (a teacher or the distilled student) to fine-tune it so. ``random_shift`` and
+``photometric_jitter`` move and recolour a sample's context and future alike (``vans_training.augment``),
+for scenes the train split never shows.
 
 **Unrolled sampler** (``unrolled_steps: N``): instead of one noise level per sample, run the N-step
 Euler sampler the planner deploys, with gradients, from pure noise. Every step's predicted clean video
@@ -47,6 +49,7 @@ from vans_engine.models.vdm import (
     zero_output_layer,
 )
 
+from vans_training.augment import augment_clips
 from vans_training.config import VDMTrainConfig
 from vans_training.data import NextEventBatch, task_corpus, to_model_frames, train_and_valid
 from vans_training.metrics import psnr
@@ -215,9 +218,18 @@ class VDMStage(Stage):
         batch = self.train_data.random_batch(rng, self.config.batch_size)
         context, clean, tokens = self.model_inputs(batch)
         generator = torch_generator(rng)
+        if self.config.random_shift or self.config.photometric_jitter:
+            context, clean = self.augment(context, clean, generator)
         noise = torch.randn(clean.shape, generator=generator).to(self.device)
         sigmas = torch.rand(len(clean), generator=generator).to(self.device)
         return self.training_loss(batch, context, clean, noise, tokens, sigmas)
+
+    def augment(self, context: torch.Tensor, clean: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same random shift and colour change for a sample's context and future frames."""
+        frames = torch.cat([context, clean.transpose(1, 2)], dim=1)
+        frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator)
+        return frames[:, :context.shape[1]], frames[:, context.shape[1]:].transpose(1, 2)
 
     def training_loss(self, batch: NextEventBatch, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
                       tokens: torch.Tensor, sigmas: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
