@@ -80,6 +80,18 @@ def test_stage_loss_goes_down_and_writes_a_model(trained, stage):
     assert evaluation and all(np.isfinite(v) for k, v in evaluation[-1].items() if k not in ("kind", "step"))
 
 
+def test_curves_draw_training_and_evaluation_scalars(trained, tmp_path):
+    from PIL import Image
+
+    from vans_training.curves import plot_curves
+
+    for keys in (("loss",), ("loss", "psnr")):  # psnr is logged by evaluations only
+        out = plot_curves([trained["vdm"], trained["distill"]], tmp_path / f"{len(keys)}.png", keys=keys)
+        assert Image.open(out).size[0] > 0
+    with pytest.raises(FileNotFoundError, match="no log.jsonl"):
+        plot_curves([tmp_path], tmp_path / "none.png")
+
+
 def test_distill_made_reflow_pairs_and_compares_with_the_teacher(trained):
     chunks = sorted((trained["distill"] / "reflow").glob("chunk_*.pt"))
     assert len(chunks) == 2 and torch.load(chunks[0]).shape == (8, 3, 8, 64, 64)
@@ -241,6 +253,8 @@ def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, da
     loss, its gradient reaches the VDM and not the IDM, and evaluations score the sampled videos."""
     from safetensors.torch import load_file
 
+    from vans_training.stages.vdm import trained_prediction
+
     fields = dict(init_from=str(assembled), action_model=str(trained["idm"]), action_weight=1.0, lr=2e-3,
                   min_lr=2e-3, eval_steps=1, ema_decay=0.0, eval_freq=8, save_freq=8)
     config = VDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "action"), **{**COMMON, **fields},
@@ -267,6 +281,9 @@ def test_vdm_action_consistency_fine_tunes_a_planners_vdm(assembled, trained, da
     last = read_log(tmp_path / "action", "eval")[-1]
     assert last["action_mse_recorded"] < last["action_mse_still"]  # the IDM reads the recorded motion
     assert np.isfinite(last["action_mse"])
+    # what the VDM was trained to predict is found from a checkpoint step and a planner checkpoint alike
+    for folder in (tmp_path / "action" / "checkpoints" / "last" / "pretrained_model", assembled / "vdm"):
+        assert trained_prediction(folder) == "current_frame_residual"
 
     with pytest.raises(ValueError, match="was trained with 'current_frame_residual'"):
         get_stage("vdm")(VDMTrainConfig(data=str(dataset), init_from=str(assembled), prediction="velocity"),

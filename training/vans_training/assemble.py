@@ -21,7 +21,7 @@ from vans_engine.models.vdm import CaptionEncoder, load_vdm, make_scheduler
 from vans_engine.models.vlm import NextEventVLM
 from vans_engine.planner import Planner, PlannerConfig
 
-from vans_training.stages.vdm import resolve_vdm_folder
+from vans_training.stages.vdm import resolve_vdm_folder, trained_prediction
 from vans_training.trainer import FINAL, read_log
 
 ALIGNMENT_DIR = "alignment"
@@ -68,7 +68,7 @@ def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out:
                            context_frames=sizes.get("context_frames", PlannerConfig.context_frames),
                            future_frames=sizes.get("future_frames", PlannerConfig.future_frames),
                            num_inference_steps=steps,
-                           vdm_prediction=sizes.get("prediction", "velocity"))
+                           vdm_prediction=trained_prediction(vdm_folder) or "velocity")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -26,7 +26,8 @@ def moving_average(values: list[float], window: int) -> np.ndarray:
 
 def plot_curves(runs: list[str | Path], out: str | Path, keys: tuple[str, ...] = ("loss",), smooth: int = 1) -> Path:
     """One panel per run: each logged scalar of ``keys`` it has against the step (a moving average
-    over ``smooth`` logs), evaluations marked; the loss alone is drawn on a log scale."""
+    over ``smooth`` logs), evaluations marked; the loss alone is drawn on a log scale. A key that only
+    evaluations log (``psnr``, ``action_mse``) is drawn from them, with markers and no smoothing."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,12 +39,16 @@ def plot_curves(runs: list[str | Path], out: str | Path, keys: tuple[str, ...] =
         raise FileNotFoundError(f"no log.jsonl in {', '.join(missing)}")
     fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 2.8), squeeze=False)
     for ax, run in zip(axes[0], runs):
-        rows = read_log(run)
+        rows, evaluations = read_log(run), read_log(run, "eval")
         for key in keys:
             logged = [r for r in rows if key in r]
+            evaluated = [r for r in evaluations if key in r]
             if logged:
                 ax.plot([r["step"] for r in logged], moving_average([r[key] for r in logged], smooth), lw=0.8,
                         label=key)
+            elif evaluated:
+                ax.plot([r["step"] for r in evaluated], [r[key] for r in evaluated], lw=0.8, marker="o", ms=2.5,
+                        label=f"{key} (eval)")
         if keys == ("loss",):
             ax.set_yscale("log")
         elif len(keys) > 1:
@@ -51,7 +56,7 @@ def plot_curves(runs: list[str | Path], out: str | Path, keys: tuple[str, ...] =
         ax.set_title(run.name, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
-        for row in read_log(run, "eval"):
+        for row in evaluations:
             ax.axvline(row["step"], color="grey", lw=0.4, ls=":")
     axes[0][0].set_ylabel("training loss" if keys == ("loss",) else ", ".join(keys) if len(keys) == 1 else "", fontsize=8)
     fig.tight_layout()

@@ -53,7 +53,7 @@ from vans_training.augment import augment_clips
 from vans_training.config import VDMTrainConfig
 from vans_training.data import NextEventBatch, task_corpus, to_model_frames, train_and_valid
 from vans_training.metrics import psnr
-from vans_training.trainer import FINAL, Stage
+from vans_training.trainer import FINAL, PRETRAINED_MODEL, Stage
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -74,12 +74,19 @@ def resolve_vdm_folder(path: str | Path) -> Path:
 
 
 def trained_prediction(folder: Path) -> str | None:
-    """The prediction a VDM folder was trained with: recorded in a stage output's ``config.json``
-    (older ``vdm`` runs without the field trained velocities) or in a planner checkpoint's
-    ``model_index.json``; None when neither is there."""
-    stage_record, planner_index = folder.parent / "config.json", folder.parent / "model_index.json"
-    if folder.name == FINAL and stage_record.is_file():
-        return json.loads(stage_record.read_text()).get("prediction", "velocity")
+    """The prediction a VDM folder was trained with: recorded in the ``config.json`` of the stage
+    output it is the ``final/`` or a ``checkpoints/<step>/pretrained_model/`` of (older ``vdm`` runs
+    without the field trained velocities), or in a planner checkpoint's ``model_index.json``; None
+    when neither is there."""
+    folder = Path(folder).resolve()
+    planner_index = folder.parent / "model_index.json"
+    run = None
+    if folder.name == FINAL:
+        run = folder.parent
+    elif folder.name == PRETRAINED_MODEL:  # OUTPUT_DIR/checkpoints/<step>/pretrained_model
+        run = folder.parent.parent.parent
+    if run is not None and (run / "config.json").is_file():
+        return json.loads((run / "config.json").read_text()).get("prediction", "velocity")
     if planner_index.is_file():
         return json.loads(planner_index.read_text())["planner"].get("vdm_prediction", "velocity")
     return None
