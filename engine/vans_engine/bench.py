@@ -40,32 +40,34 @@ def run_bench(model: str, backend: str = "onnxruntime", device: str = "cpu", ste
     planner.caption_cache = caption_cache
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (cfg.context_frames, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    state = rng.uniform(0.0, 1.0, planner.idm.config.state_dim).astype(np.float32)  # timing only: any state does
     steps = steps or cfg.num_inference_steps
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
 
     for _ in range(2):  # warm-up: lazy initialisation, allocator, graph capture
-        planner.plan(clip, INSTRUCTION, steps=steps, seed=0)
+        planner.plan(clip, INSTRUCTION, steps=steps, seed=0, state=state)
     stages: dict[str, list[float]] = {}
     for i in range(repeats):
-        plan = planner.plan(clip, INSTRUCTION, steps=steps, seed=i)
+        plan = planner.plan(clip, INSTRUCTION, steps=steps, seed=i, state=state)
         for name, ms in plan.timings.items():
             stages.setdefault(name, []).append(ms)
 
     # The same plans reusing a caption (the event has not changed since the last plan): no VLM.
     reused = []
     for i in range(repeats):
-        plan = planner.plan_batch(clip[None], [INSTRUCTION], steps=steps, seed=i, captions=[plan.caption])[0]
+        plan = planner.plan_batch(clip[None], [INSTRUCTION], steps=steps, seed=i, captions=[plan.caption],
+                                  states=state[None])[0]
         reused.append(plan.timings["total"])
 
     throughput = {}
     for batch in batch_sizes:
-        clips = np.repeat(clip[None], batch, axis=0)
-        planner.plan_batch(clips, [INSTRUCTION] * batch, steps=steps, seed=0)
+        clips, states = np.repeat(clip[None], batch, axis=0), np.repeat(state[None], batch, axis=0)
+        planner.plan_batch(clips, [INSTRUCTION] * batch, steps=steps, seed=0, states=states)
         rounds = max(1, min(5, repeats // batch))
         started = time.perf_counter()
         for r in range(rounds):
-            planner.plan_batch(clips, [INSTRUCTION] * batch, steps=steps, seed=r)
+            planner.plan_batch(clips, [INSTRUCTION] * batch, steps=steps, seed=r, states=states)
         throughput[batch] = batch * rounds / (time.perf_counter() - started)
 
     if device.startswith("cuda"):

@@ -4,6 +4,7 @@ Examples:
 
     vans predict --model models/vans-desk-64 --video clip.mp4 --instruction "push the red button" --out answer.mp4
     vans predict --model DIR --video frames/ --instruction "open the drawer" --out answer.mp4 --samples 3 --seed 0
+    vans predict --model DIR --video clip.mp4 --instruction "push the red button" --state 0.1 -0.1 0.6 1.0 --out answer.mp4
     vans export --model models/vans-desk-64 --format onnx
     vans bench --model models/vans-desk-64 --backend onnxruntime --json bench.json
 """
@@ -28,7 +29,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     clip = resize_frames(read_frames(args.video), planner.config.image_size)
     t = planner.config.context_frames
     context = np.concatenate([np.repeat(clip[:1], max(0, t - len(clip)), axis=0), clip])[-t:]
-    plan = planner.plan(context, args.instruction, num_samples=args.samples, steps=args.steps, seed=args.seed)
+    plan = planner.plan(context, args.instruction, num_samples=args.samples, steps=args.steps, seed=args.seed,
+                        state=None if args.state is None else np.asarray(args.state, np.float32))
     answers = [plan, *plan.alternatives]
     for k, p in enumerate(answers):
         print(f"caption[{k}]: {p.caption}")
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="denoising steps (default: the checkpoint's)")
     p.add_argument("--samples", type=int, default=1, help="futures to sample; more than one samples captions too")
     p.add_argument("--seed", type=int, help="makes captions and frames reproducible")
+    p.add_argument("--state", type=float, nargs=4, metavar=("X", "Y", "Z", "GRIPPER"),
+                   help="the robot's tool point (m) and gripper opening (0 closed - 1 open) at the clip's last "
+                        "frame; required by checkpoints whose IDM reads proprioception")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the answer video")
     p.set_defaults(func=cmd_predict)
 

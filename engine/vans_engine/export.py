@@ -20,7 +20,7 @@ from vans_engine.constants import EXPORTED_DIR
 from vans_engine.models.vdm.export import export_vdm_onnx
 from vans_engine.models.vdm.parameterization import as_denoiser
 
-IDM_INPUT, IDM_OUTPUT = "frames", "actions"
+IDM_INPUT, IDM_STATE_INPUT, IDM_OUTPUT = "frames", "state", "actions"
 
 
 def exported_paths(folder: Path) -> dict[str, Path]:
@@ -45,13 +45,17 @@ def exports_are_current(folder: Path, vdm_prediction: str = "velocity") -> bool:
 
 
 def export_idm_onnx(idm, path: Path, future_frames: int, image_size: int) -> Path:
-    """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1] -> (B, K, action_dim)."""
+    """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1] (and, for an IDM that reads
+    proprioception, the (B, state_dim) current state) -> (B, K, action_dim)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module = copy.deepcopy(idm).cpu().float().eval()  # leave the caller's model on its device and dtype
     # A traced batch of 1 would be specialised to a constant; trace 2 and mark the axis symbolic.
-    example = torch.zeros(2, future_frames + 1, 3, image_size, image_size)
-    program = torch.onnx.export(module, (example,), dynamo=True, input_names=[IDM_INPUT], output_names=[IDM_OUTPUT],
-                                dynamic_shapes={"frames": {0: torch.export.Dim("batch", min=1, max=1024)}},
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    inputs = {IDM_INPUT: torch.zeros(2, future_frames + 1, 3, image_size, image_size)}
+    if module.reads_state:
+        inputs[IDM_STATE_INPUT] = torch.zeros(2, module.config.state_dim)
+    program = torch.onnx.export(module, (), kwargs=inputs, dynamo=True, input_names=list(inputs),
+                                output_names=[IDM_OUTPUT], dynamic_shapes={name: {0: batch} for name in inputs},
                                 verbose=False)
     program.save(str(path), external_data=False)
     return path

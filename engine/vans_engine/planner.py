@@ -174,12 +174,12 @@ class Planner:
                 self.vdm.to(torch.bfloat16)
                 self.idm.to(torch.bfloat16)
                 self._denoiser = _CudaGraphDenoiser(as_denoiser(self.vdm, self.config.vdm_prediction))
-                idm_graph = CudaGraphCallable(lambda frames: self.idm(frames))
-                self._idm = TorchRunner(lambda frames: idm_graph(frames=frames), ["actions"], self.device,
-                                        dtype=torch.bfloat16)
+                idm_graph = CudaGraphCallable(lambda frames, state: self.idm(frames, state))
+                self._idm = TorchRunner(lambda frames, state: idm_graph(frames=frames, state=state), ["actions"],
+                                        self.device, dtype=torch.bfloat16)
             else:
                 self._denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
-                self._idm = TorchRunner(lambda frames: self.idm(frames), ["actions"], self.device)
+                self._idm = TorchRunner(lambda frames, state: self.idm(frames, state), ["actions"], self.device)
             return
         if self.folder is None:
             raise ValueError(f"the {self.backend} backend needs a checkpoint folder with exported graphs")
@@ -286,17 +286,41 @@ class Planner:
         tokens, _ = self.text_encoder([caption])
         return tokens[0].float().cpu()
 
+    @property
+    def needs_state(self) -> bool:
+        """Whether plans need the robot's current proprioception (the IDM reads it)."""
+        return self.idm.reads_state
+
+    def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray:
+        """Validate ``(B, state_dim)`` proprioception; a zero placeholder when the IDM does not read it."""
+        dim = self.idm.config.state_dim
+        if states is None:
+            if self.needs_state:
+                raise ValueError(f"this checkpoint's IDM reads proprioception: pass states of shape ({batch}, {dim}) "
+                                 f"(tool point x, y, z and gripper opening)")
+            return np.zeros((batch, dim), np.float32)
+        states = np.asarray(states, dtype=np.float32)
+        if states.shape != (batch, dim):
+            raise ValueError(f"states must have shape ({batch}, {dim}), got {states.shape}")
+        if not np.isfinite(states).all():
+            raise ValueError("states contain NaN or infinite values")
+        return states
+
     def plan(self, frames: np.ndarray, instruction: str, *, num_samples: int = 1, steps: int | None = None,
-             seed: int | None = None) -> Plan:
-        """Plan from one context clip ``(T, H, W, 3)`` uint8; see :meth:`plan_batch`."""
+             seed: int | None = None, state: np.ndarray | None = None) -> Plan:
+        """Plan from one context clip ``(T, H, W, 3)`` uint8 (and the current ``(state_dim,)``
+        proprioception when :attr:`needs_state`); see :meth:`plan_batch`."""
         if not isinstance(frames, np.ndarray) or frames.ndim != 4:
             raise ValueError(f"frames must be a (T, H, W, 3) array, got "
                              f"{getattr(frames, 'shape', type(frames).__name__)}")
-        return self.plan_batch(frames[None], [instruction], num_samples=num_samples, steps=steps, seed=seed)[0]
+        states = None if state is None else np.asarray(state)[None]
+        return self.plan_batch(frames[None], [instruction], num_samples=num_samples, steps=steps, seed=seed,
+                               states=states)[0]
 
     @torch.no_grad()
     def plan_batch(self, frames: np.ndarray, instructions: list[str], *, num_samples: int = 1,
-                   steps: int | None = None, seed: int | None = None, captions: list[str] | None = None) -> list[Plan]:
+                   steps: int | None = None, seed: int | None = None, captions: list[str] | None = None,
+                   states: np.ndarray | None = None) -> list[Plan]:
         """Plan for B environments at once.
 
         Args:
@@ -309,9 +333,13 @@ class Planner:
             captions (`list[str]`, *optional*): one caption per clip to use instead of asking the VLM:
                 a caller that knows the event has not changed since its last plan reuses that plan's
                 caption and skips the costliest stage on a GPU (one sample per clip).
+            states (`np.ndarray`, *optional*): ``(B, state_dim)`` proprioception at the last context
+                frame (tool point x, y, z and gripper opening, as ``vans_sim`` observes them); required
+                when :attr:`needs_state`, ignored otherwise.
         """
         # 1. Check inputs
         instructions = self.check_inputs(frames, instructions)
+        states = self.check_states(states, len(frames))
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         steps = steps or self.config.num_inference_steps
@@ -354,7 +382,7 @@ class Planner:
         t0 = time.perf_counter()
         current = context[:, -1:].float() / 127.5 - 1.0
         clip = torch.cat([current, video], dim=1).numpy().astype(np.float32)
-        actions = next(iter(self._idm(frames=clip).values()))
+        actions = next(iter(self._idm(frames=clip, state=np.repeat(states, num_samples, axis=0)).values()))
         timings["idm"] = (time.perf_counter() - t0) * 1000
         timings["total"] = (time.perf_counter() - started) * 1000
 

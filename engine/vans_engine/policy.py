@@ -14,6 +14,12 @@ import numpy as np
 from vans_engine.planner import Planner
 
 
+def proprioception(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """The IDM's state from a ``vans_sim`` observation (single or batched): tool point x, y, z and
+    gripper opening, float32 ``(..., 4)``, in the order the training data stores them."""
+    return np.concatenate([obs["ee_pos"], obs["gripper"]], axis=-1).astype(np.float32)
+
+
 class PlannerPolicy:
     """Args:
         task (`str`): the vans_sim task; its instruction is what the planner is told.
@@ -77,7 +83,7 @@ class PlannerPolicy:
                 continue
             plans = self.planner.plan_batch(np.stack([np.stack(self.history[i]) for i in group]),
                                             [self.instruction] * len(group), steps=self.steps, seed=self.seed,
-                                            captions=captions)
+                                            captions=captions, states=proprioception(obs)[group])
             self.seed += 1
             for i, plan in zip(group, plans):
                 self.queued[i] = plan.actions[: self.replan_every]

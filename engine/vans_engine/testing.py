@@ -39,20 +39,25 @@ SIZES = {
 }
 
 
-def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed: int = 0) -> Planner:
-    """A randomly initialised planner (torch backend, CPU) with components of the given ``size``."""
+def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed: int = 0,
+                   idm_state: bool = False) -> Planner:
+    """A randomly initialised planner (torch backend, CPU) with components of the given ``size``;
+    with ``idm_state``, its IDM's chunk head reads proprioception (randomly weighted, so it matters)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     sizes, config = SIZES[size], config or PlannerConfig()
     torch.manual_seed(seed)
     vlm = NextEventVLM.from_config(train_caption_tokenizer(TINY_CORPUS), **sizes["vlm"])
     vdm = make_vdm(**sizes["vdm"])
-    idm = InverseDynamicsModel(image_size=config.image_size, **sizes["idm"])
+    idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, **sizes["idm"])
+    if idm_state:
+        torch.nn.init.normal_(idm.chunk_state_proj.weight, std=0.5)
     return Planner(vlm, CaptionEncoder(), vdm, make_scheduler(), idm, config, backend="torch", trained=False)
 
 
-def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0, size: str = "tiny") -> Path:
+def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0, size: str = "tiny",
+                    idm_state: bool = False) -> Path:
     """Write a complete, randomly initialised checkpoint to ``path``, marked untrained; returns the folder."""
     path = Path(path)
-    random_planner(size, config, seed).save_pretrained(path, trained=False)
+    random_planner(size, config, seed, idm_state).save_pretrained(path, trained=False)
     return path

@@ -72,3 +72,74 @@ def test_config_validation():
         IDMConfig(image_size=60)
     with pytest.raises(ValueError, match="chunk_kernel"):
         IDMConfig(chunk_kernel=2)
+
+
+def test_chunk_state_starts_as_the_model_without_it(model):
+    """A chunk head given proprioception starts (zero-initialised) exactly as the one without it, and
+    then needs the state; a model without it ignores a state it is given."""
+    with_state = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, chunk_state=True,
+                                      state_mean=(0.0, 0.0, 0.5, 0.5), state_std=(0.2, 0.2, 0.1, 0.5)).eval()
+    missing, unexpected = with_state.load_state_dict(model.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == ["chunk_state_proj.bias", "chunk_state_proj.weight"]
+    frames, state = torch.rand(2, 9, 3, 64, 64) * 2 - 1, torch.rand(2, 4)
+    torch.testing.assert_close(with_state(frames, state), model(frames), rtol=0, atol=0)
+    torch.testing.assert_close(model(frames, state), model(frames), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="proprioception"):
+        with_state(frames)
+    with pytest.raises(ValueError, match="state must have shape"):
+        with_state(frames, torch.rand(2, 3))
+    with pytest.raises(ValueError, match="3 states"):
+        with_state(frames, torch.rand(3, 4))
+
+
+def test_chunk_state_reaches_the_actions_and_onnx(tmp_path):
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, chunk_state=True,
+                                 state_mean=(0.0, 0.0, 0.5, 0.5), state_std=(0.2, 0.2, 0.1, 0.5)).eval()
+    torch.nn.init.normal_(model.chunk_state_proj.weight, std=0.5)
+    frames = torch.rand(3, 9, 3, 64, 64) * 2 - 1
+    a, b = torch.rand(3, 4), torch.rand(3, 4)
+    assert (model(frames, a) - model(frames, b)).abs().max() > 1e-3
+    model.save_pretrained(tmp_path / "idm")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "idm").eval()
+    assert loaded.config.state_mean == [0.0, 0.0, 0.5, 0.5]  # the statistics travel in config.json
+    torch.testing.assert_close(loaded(frames, a), model(frames, a), rtol=0, atol=0)
+
+    from vans_engine.export import export_idm_onnx
+
+    path = export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8, image_size=64)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["frames", "state"]
+    for n in (1, 3):
+        got = session.run(None, {"frames": frames[:n].numpy(), "state": a[:n].numpy()})[0]
+        np.testing.assert_allclose(got, model(frames[:n], a[:n]).detach().numpy(), atol=1e-5)
+
+
+def test_state_statistics_validation():
+    with pytest.raises(ValueError, match="state_mean must have"):
+        IDMConfig(state_mean=(0.0,), state_std=(1.0,))
+    with pytest.raises(ValueError, match="go together"):
+        IDMConfig(state_mean=(0.0,) * 4)
+    with pytest.raises(ValueError, match="positive"):
+        IDMConfig(state_mean=(0.0,) * 4, state_std=(1.0, 0.0, 1.0, 1.0))
+
+
+def test_pooled_encoder_reads_a_motion_alike_wherever_it_happens():
+    """A blob moving on a blank desk, 16 pixels (the encoder's total stride) further right: the
+    pooled encoder's actions barely change (only the zero padding at the image border differs), the
+    flattening encoder's, with weights of its own for every position, change several times more."""
+    def clip(x0):
+        frames = torch.zeros(1, 3, 3, 64, 64)
+        for t in range(3):
+            frames[0, t, :, 20:26, x0 + 2 * t:x0 + 2 * t + 6] = 1.0
+        return frames
+
+    torch.manual_seed(0)
+    pooled = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, pooling="mean_max").eval()
+    flat = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64).eval()
+    with torch.no_grad():
+        moved_pooled = (pooled(clip(16)) - pooled(clip(32))).abs().max()
+        moved_flat = (flat(clip(16)) - flat(clip(32))).abs().max()
+    assert moved_pooled < 0.5 * moved_flat
+    with pytest.raises(ValueError, match="pooling"):
+        IDMConfig(pooling="sum")

@@ -171,3 +171,37 @@ def test_graphed_caption_decoder_in_the_planner(checkpoint):
     planner.caption_cache = "graphed"
     assert planner.plan(clip(), INSTRUCTION, seed=0).caption == reference
     assert len(planner.plan(clip(), INSTRUCTION, num_samples=3, seed=0).alternatives) == 2
+
+
+@pytest.fixture(scope="module")
+def state_checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny_state") / "ckpt", idm_state=True)
+
+
+def test_proprioception_reaches_the_actions_on_both_backends(state_checkpoint):
+    """A checkpoint whose IDM reads proprioception: the state changes the actions, ONNX Runtime
+    matches PyTorch with it, and planning without it (or with a bad one) is a clear error."""
+    torch_planner = Planner.from_pretrained(state_checkpoint, backend="torch")
+    ort_planner = Planner.from_pretrained(state_checkpoint, backend="onnxruntime")
+    assert ort_planner.needs_state and torch_planner.needs_state
+    states = np.array([[0.1, -0.1, 0.6, 1.0], [-0.3, 0.1, 0.45, 0.0]], np.float32)
+    clips = np.stack([clip(0), clip(0)])
+    got = ort_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
+    expected = torch_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.actions, e.actions, atol=1e-4)
+    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in states)
+    np.testing.assert_array_equal(one.frames, other.frames)  # same clip and seed, same video ...
+    assert np.abs(one.actions - other.actions).max() > 1e-3  # ... other state, other actions
+    with pytest.raises(ValueError, match="reads proprioception"):
+        ort_planner.plan(clip(), INSTRUCTION)
+    with pytest.raises(ValueError, match="states must have shape"):
+        ort_planner.plan(clip(), INSTRUCTION, state=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        ort_planner.plan(clip(), INSTRUCTION, state=np.array([0, np.nan, 0, 0], np.float32))
+
+
+def test_a_planner_without_proprioception_ignores_a_state(ort_planner):
+    assert not ort_planner.needs_state
+    with_state = ort_planner.plan(clip(), INSTRUCTION, seed=0, state=np.array([0.1, 0.2, 0.5, 1.0], np.float32))
+    np.testing.assert_array_equal(with_state.actions, ort_planner.plan(clip(), INSTRUCTION, seed=0).actions)

@@ -26,6 +26,17 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_state_model(tmp_path_factory):
+    """The same, with an IDM that reads proprioception (from ``joint_states``)."""
+    from vans_engine.planner import Planner
+    from vans_engine.testing import tiny_checkpoint
+
+    folder = tiny_checkpoint(tmp_path_factory.mktemp("ros_state") / "tiny", idm_state=True)
+    Planner.from_pretrained(folder, backend="onnxruntime")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ros():
     rclpy.init()
     yield

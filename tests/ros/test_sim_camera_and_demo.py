@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -34,6 +35,8 @@ class Robot(Node):
         self.plan_pub = self.create_publisher(MultiDOFJointTrajectory, "action_plan", RELIABLE)
         self.cmd_pub = self.create_publisher(TwistStamped, "cmd", RELIABLE)
         self.create_subscription(Image, "camera/image_raw", self.frames.append, qos_profile_sensor_data)
+        self.joint_states = []
+        self.create_subscription(JointState, "joint_states", self.joint_states.append, RELIABLE)
         self.create_subscription(String, "/sim_camera/episode", lambda m: self.episodes.append(json.loads(m.data)),
                                  RELIABLE)
         self.create_subscription(Bool, "/sim_camera/success", lambda m: self.successes.append(m.data), RELIABLE)
@@ -56,6 +59,14 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     robot.join_late()  # transient local: the instruction published at start-up still arrives
     wait_for(lambda: robot.instructions, what="the latched instruction")
     assert robot.instructions == ["push the red button"]
+
+    # the proprioception a planner reads, stamped as the frame it goes with
+    wait_for(lambda: robot.joint_states, what="joint states")
+    state = robot.joint_states[-1]
+    assert list(state.name) == ["ee_x", "ee_y", "ee_z", "gripper"] and len(state.position) == 4
+    stamps = {(f.header.stamp.sec, f.header.stamp.nanosec) for f in robot.frames}
+    assert (state.header.stamp.sec, state.header.stamp.nanosec) in stamps
+    assert 0.0 <= state.position[3] <= 1.0
 
     start = sim.ee_pos.copy()
     plan = np.tile(np.array([[1.0, 0.0, 0.0, -1.0]], np.float32), (8, 1))
@@ -82,10 +93,12 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     assert robot.successes == [e["success"] for e in robot.episodes]
 
 
-def test_demo_closed_loop_writes_report_and_gif(tiny_model, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_state_model"])
+def test_demo_closed_loop_writes_report_and_gif(model, request, tmp_path):
+    """The demo with a checkpoint whose IDM reads the sim camera's joint states, and one without."""
     out = tmp_path / "demo"
     result = subprocess.run([Path(sys.executable).parent / "vans-ros-demo", "--episodes", "2", "--max-steps", "20",
-                             "--model", str(tiny_model), "--out", str(out),
+                             "--model", str(request.getfixturevalue(model)), "--out", str(out),
                              "--ros-args", "--params-file", str(PACKAGE / "config" / "planner.yaml")],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -94,7 +94,7 @@ class ExpertActionsIDM:
     def __init__(self, policy):
         self.policy = policy
 
-    def predict_action_chunk(self, frames):
+    def predict_action_chunk(self, frames, state=None):
         import torch
 
         current = ((frames[:, 0].permute(0, 2, 3, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()

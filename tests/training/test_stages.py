@@ -109,6 +109,29 @@ def test_idm_fine_tunes_from_given_weights(trained, dataset, tmp_path):
         torch.testing.assert_close(value, start[key], rtol=0, atol=1e-6, msg=key)
 
 
+def test_idm_gains_proprioception_from_given_weights(trained, dataset, tmp_path):
+    """init_from plus idm.chunk_state: the new input starts at zero, so step 0 is the started IDM; the
+    data's state statistics land in the config; training moves the new input; the stage scores the
+    chunk head with the state; an architecture change that is not the identity at start is refused."""
+    from vans_engine.models.idm import InverseDynamicsModel
+    from vans_training.stages.idm import build_idm
+
+    config = IDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "state"), init_from=str(trained["idm"]),
+                            idm={"chunk_state": True}, **{**COMMON, "eval_samples": 8})
+    stage = get_stage("idm")(config, torch.device("cpu"))
+    start = InverseDynamicsModel.from_pretrained(trained["idm"] / "final").eval()
+    frames, state = torch.rand(2, 9, 3, 64, 64) * 2 - 1, torch.rand(2, 4)
+    torch.testing.assert_close(stage.idm.eval()(frames, state), start(frames), rtol=0, atol=0)
+    np.testing.assert_allclose(stage.idm.config.state_mean, stage.train_data.state.mean(axis=0), rtol=1e-5)
+    tuned = train(get_stage("idm"), dataclasses.replace(config, max_steps=4, lr=2e-3, min_lr=2e-3, eval_freq=4,
+                                                        save_freq=4), progress=False)
+    idm = InverseDynamicsModel.from_pretrained(tuned)
+    assert idm.reads_state and idm.chunk_state_proj.weight.abs().max() > 0
+    assert "chunk_mse" in read_log(tmp_path / "state", kind="eval")[-1]
+    with pytest.raises(ValueError, match="does not fit"):
+        build_idm(dataclasses.replace(config, idm={"hidden_dim": 32}), stage.train_data.state)
+
+
 def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
     from vans_training.augment import shift_clips
 

@@ -33,15 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     student_steps = planner.config.num_inference_steps
     size, t = planner.config.image_size, planner.config.context_frames
     clip = np.random.default_rng(0).integers(0, 256, (t, size, size, 3), dtype=np.uint8)
+    state = np.full(planner.idm.config.state_dim, 0.5, np.float32)  # timing only: any state does
     samplers = {"distilled": student_steps, "teacher": args.teacher_steps}
     for steps in samplers.values():  # warm-up: sessions, caches
-        planner.plan(clip, "push the red button", steps=steps, seed=0)
+        planner.plan(clip, "push the red button", steps=steps, seed=0, state=state)
     totals = {name: [] for name in samplers}
     vdm = {name: [] for name in samplers}
     for i in tqdm(range(args.repeats), desc="plans"):
         for name, steps in samplers.items():
             started = time.perf_counter()
-            plan = planner.plan(clip, "push the red button", steps=steps, seed=i)
+            plan = planner.plan(clip, "push the red button", steps=steps, seed=i, state=state)
             totals[name].append((time.perf_counter() - started) * 1000)
             vdm[name].append(plan.timings["vdm"])
     result = {

@@ -196,7 +196,9 @@ class IDMTrainConfig(TrainConfig):
     """``idm``: inverse dynamics on expert and perturbed transitions.
 
     Args:
-        idm (`dict`): sizes forwarded to ``InverseDynamicsModel`` (``channels``, ``hidden_dim``).
+        idm (`dict`): settings forwarded to ``InverseDynamicsModel`` (``channels``, ``hidden_dim``,
+            ``pooling``, ``chunk_state``); with ``init_from`` they override the started model's, which
+            may only gain ``chunk_state`` (zero-initialised, so the start is unchanged).
         image_size (`int`): frame side.
         frame_noise (`float`): std of Gaussian noise added to the future frames (in [-1, 1] units), so
             that the chunk head tolerates the VDM's imperfect frames.

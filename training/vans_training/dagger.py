@@ -16,6 +16,7 @@ import h5py
 import mujoco
 import numpy as np
 import torch
+from vans_engine.policy import proprioception
 from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
 from vans_sim.env import RoboDeskEnv
 from vans_sim.experts import ScriptedExpert
@@ -96,7 +97,8 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
                     if rng.random() < idm_fraction:
                         clip = np.stack(ep["obs"]["image"][: k + 1])[None]
                         with torch.no_grad():
-                            chunk = idm.predict_action_chunk(frames_to_tensor(clip))[0].float().numpy()
+                            state = torch.from_numpy(proprioception(obs)[None])
+                            chunk = idm.predict_action_chunk(frames_to_tensor(clip), state)[0].float().numpy()
                     else:
                         chunk = np.stack(ep["actions"][:k])
                     for action in chunk[:replan]:

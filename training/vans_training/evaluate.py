@@ -144,7 +144,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     captions, frames, actions, started = [], [], [], time.perf_counter()
     for k, chunk in enumerate(tqdm(np.array_split(indices, max(1, len(indices) // batch_size)), desc="eval")):
         batch = dataset.batch(chunk)
-        plans = planner.plan_batch(batch.context, batch.instructions, steps=steps, seed=seed + k)
+        plans = planner.plan_batch(batch.context, batch.instructions, steps=steps, seed=seed + k,
+                                   states=batch.state[:, 0])
         captions += [p.caption for p in plans]
         frames.append(np.stack([p.frames for p in plans]))
         actions.append(np.stack([p.actions for p in plans]))

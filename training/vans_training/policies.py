@@ -36,6 +36,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import torch
+from vans_engine.policy import proprioception
 
 from vans_sim.env import ACTION_DIM, IMAGE_SIZES, RoboDeskEnv
 from vans_sim.experts import ScriptedExpert
@@ -153,7 +154,8 @@ class OracleVideoPolicy:
         need = [i for i in range(self.num_envs) if not self.ended[i] and len(self.queued[i]) == 0]
         if need:
             clips = np.stack([np.concatenate([self.current[i]["image"][None], self._expert_future(i)]) for i in need])
-            chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device)).float().cpu().numpy()
+            states = torch.from_numpy(np.stack([proprioception(self.current[i]) for i in need])).to(self.device)
+            chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
             for i, clip, chunk in zip(need, clips, chunks):
                 self.last_future_frames[i] = clip[1:]
                 self.queued[i] = chunk[: self.replan_every]

@@ -145,7 +145,8 @@ class GRPOStage(Stage):
         """The sim-grounded term: the IDM's actions from each video, run in the simulator from the sample's state."""
         current = batch.context[:, -1:].repeat(repeats, axis=0)
         clips = to_model_frames(np.concatenate([current, videos], axis=1), self.device)
-        chunks = self.idm.predict_action_chunk(clips).float().cpu().numpy()
+        states = torch.from_numpy(batch.state[:, 0].repeat(repeats, axis=0)).to(self.device)
+        chunks = self.idm.predict_action_chunk(clips, states).float().cpu().numpy()
         output = self.sim_reward(indices, chunks.reshape(len(indices), repeats, *chunks.shape[1:]))
         return np.asarray(output.rewards, np.float64).reshape(-1)
 

@@ -53,6 +53,39 @@ def degrade(frames: torch.Tensor, noise_std: float, blur_fraction: float, genera
     return (frames + noise_std * torch.randn(frames.shape, generator=generator).to(frames.device)).clamp(-1, 1)
 
 
+def build_idm(config: IDMTrainConfig, train_state: np.ndarray) -> InverseDynamicsModel:
+    """The IDM to train: random weights sized by ``config.idm``, or ``init_from``'s weights.
+
+    ``config.idm`` may also change a started model's architecture where the change starts out as the
+    identity: ``chunk_state: true`` adds the (zero-initialised) proprioception input of the chunk
+    head. A model that reads proprioception normalises it by the training data's statistics, stored
+    in its config.
+    """
+    settings = dict(config.idm)
+    start = None
+    if config.init_from:
+        from vans_training.stages.vdm import resolve_component_folder
+
+        start = InverseDynamicsModel.from_pretrained(resolve_component_folder(config.init_from, "idm"))
+        settings = {**{k: v for k, v in start.config.items() if not k.startswith("_")}, **settings}
+    else:
+        settings.setdefault("image_size", config.image_size)
+    if settings.get("chunk_state") and settings.get("state_mean") is None:
+        settings["state_mean"] = train_state.mean(axis=0).tolist()
+        settings["state_std"] = np.maximum(train_state.std(axis=0), 1e-3).tolist()
+    idm = InverseDynamicsModel(**settings)
+    if start is not None:
+        try:
+            missing, unexpected = idm.load_state_dict(start.state_dict(), strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise ValueError(f"init_from={config.init_from!r} does not fit idm={config.idm}: {e}") from e
+        new_layers = [k for k in missing if k.startswith("chunk_state_proj.")]
+        if unexpected or len(new_layers) != len(missing):
+            raise ValueError(f"init_from={config.init_from!r} does not fit idm={config.idm}: missing "
+                             f"{sorted(set(missing) - set(new_layers))}, unexpected {sorted(unexpected)}")
+    return idm
+
+
 class IDMStage(Stage):
     name = "idm"
     config_class = IDMTrainConfig
@@ -69,12 +102,7 @@ class IDMStage(Stage):
         context_frames = self.renderer.config.context_frames if self.renderer else 1
         self.train_data, self.valid_data = train_and_valid(config, context_frames=context_frames,
                                                            include_perturbed=True, successful_only=False)
-        if config.init_from:
-            from vans_training.assemble import resolve_model_folder
-
-            self.idm = InverseDynamicsModel.from_pretrained(resolve_model_folder(config.init_from)).to(device)
-        else:
-            self.idm = InverseDynamicsModel(image_size=config.image_size, **config.idm).to(device)
+        self.idm = build_idm(config, self.train_data.state).to(device)
         self.model = IDMLoss(self.idm)
 
     def render_futures(self, batch: NextEventBatch, chosen: np.ndarray, seed: int) -> NextEventBatch:
@@ -83,7 +111,8 @@ class IDMStage(Stage):
             return batch
         picked = np.flatnonzero(chosen)
         plans = self.renderer.plan_batch(batch.context[picked], [batch.instructions[i] for i in picked],
-                                         captions=[batch.captions[i] for i in picked], seed=seed)
+                                         captions=[batch.captions[i] for i in picked], seed=seed,
+                                         states=batch.state[picked, 0])
         future = batch.future.copy()
         future[chosen] = np.stack([plan.frames for plan in plans])
         return dataclasses.replace(batch, future=future)
@@ -119,7 +148,7 @@ class IDMStage(Stage):
         return scores
 
     def chunk_scores(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        chunk = self.idm.predict_action_chunk(batch[FRAMES])
+        chunk = self.idm.predict_action_chunk(batch[FRAMES], batch[STATE][:, 0])
         mask = batch[ACTION_MASK]
         error = (chunk - batch[ACTIONS])[mask]
         target = batch[ACTIONS][mask]

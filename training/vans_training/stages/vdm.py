@@ -158,11 +158,12 @@ def unrolled_sampling_terms(denoiser, scheduler, context: torch.Tensor, clean: t
 
 
 def action_chunk_error(idm: InverseDynamicsModel, current: torch.Tensor, video: torch.Tensor,
-                       actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                       actions: torch.Tensor, mask: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
     """Mean squared error of the actions ``idm`` reads from ``video`` (B, 3, K, H, W) after the
-    ``current`` frame (B, 3, H, W), against ``actions`` (B, K, A) where ``mask`` (B, K) holds."""
+    ``current`` frame (B, 3, H, W) and ``state`` (B, state_dim), against ``actions`` (B, K, A) where
+    ``mask`` (B, K) holds."""
     frames = torch.cat([current.unsqueeze(1), video.transpose(1, 2).clamp(-1, 1)], dim=1)
-    error = (idm.predict_action_chunk(frames) - actions) ** 2
+    error = (idm.predict_action_chunk(frames, state) - actions) ** 2
     weight = mask.float().unsqueeze(-1)
     return (error * weight).sum() / (weight.sum() * actions.shape[-1]).clamp(min=1)
 
@@ -252,7 +253,8 @@ class VDMStage(Stage):
             return flow_loss, {"loss": flow_loss.item()}
         action_loss = action_chunk_error(self.action_idm, context[:, -1], predicted,
                                          torch.from_numpy(batch.actions).to(self.device),
-                                         torch.from_numpy(batch.action_mask).to(self.device))
+                                         torch.from_numpy(batch.action_mask).to(self.device),
+                                         torch.from_numpy(batch.state[:, 0]).to(self.device))
         loss = flow_loss + self.config.action_weight * action_loss
         return loss, {"loss": loss.item(), "flow_loss": flow_loss.item(), "action_loss": action_loss.item()}
 
@@ -308,10 +310,11 @@ class VDMStage(Stage):
         current = to_model_frames(batch.context[:, -1:], self.device)[:, 0]
         actions = torch.from_numpy(batch.actions).to(self.device)
         mask = torch.from_numpy(batch.action_mask).to(self.device)
+        state = torch.from_numpy(batch.state[:, 0]).to(self.device)
 
         def error(frames: np.ndarray) -> float:
             video_tensor = to_model_frames(frames, self.device).transpose(1, 2)
-            return float(action_chunk_error(self.action_idm, current, video_tensor, actions, mask))
+            return float(action_chunk_error(self.action_idm, current, video_tensor, actions, mask, state))
 
         still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
         return {"action_mse": error(video), "action_mse_recorded": error(batch.future),

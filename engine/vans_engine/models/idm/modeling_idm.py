@@ -6,7 +6,8 @@ Two heads share one pair encoder:
   taken at ``t``; it is trained on every recorded transition, expert and perturbed alike;
 * the **chunk head** maps the current frame plus N predicted frames to N actions at once, each
   action seeing its neighbours' transitions through a temporal convolution. The planner uses it on
-  the VDM's answer video.
+  the VDM's answer video. With ``chunk_state`` it also reads the proprioception at the current
+  frame (the only state a planner knows: the future's is what the actions decide).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ class PairEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.SiLU()]
             c_in = c_out
         self.convs = nn.Sequential(*layers)
+        self.pooling = config.pooling
         side = config.image_size // 2 ** len(config.channels)
-        self.project = nn.Linear(c_in * side * side, config.hidden_dim)
+        pooled = c_in * side * side if config.pooling == "flatten" else 2 * c_in
+        self.project = nn.Linear(pooled, config.hidden_dim)
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         x = self.convs(torch.cat([before, after], dim=1))
-        return F.silu(self.project(x.flatten(1)))
+        x = x.flatten(1) if self.pooling == "flatten" else torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+        return F.silu(self.project(x))
 
 
 class InverseDynamicsModel(ModelMixin, ConfigMixin):
@@ -49,15 +53,31 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, image_size: int = 64, action_dim: int = 4, state_dim: int = 4,
-                 channels: tuple[int, ...] = (32, 64, 128, 128), hidden_dim: int = 256, chunk_kernel: int = 3):
+                 channels: tuple[int, ...] = (32, 64, 128, 128), hidden_dim: int = 256, chunk_kernel: int = 3,
+                 pooling: str = "flatten", chunk_state: bool = False, state_mean: tuple[float, ...] | None = None,
+                 state_std: tuple[float, ...] | None = None):
         super().__init__()
-        cfg = IDMConfig(image_size, action_dim, state_dim, tuple(channels), hidden_dim, chunk_kernel)
+        cfg = IDMConfig(image_size, action_dim, state_dim, tuple(channels), hidden_dim, chunk_kernel, pooling,
+                        chunk_state, state_mean, state_std)
         self.encoder = PairEncoder(cfg)
         # The pair head sees proprioception plus a flag saying whether it was given at all.
         self.pair_head = nn.Sequential(nn.Linear(hidden_dim + state_dim + 1, hidden_dim), nn.SiLU(),
                                        nn.Linear(hidden_dim, action_dim))
         self.chunk_mixer = nn.Conv1d(hidden_dim, hidden_dim, chunk_kernel, padding=chunk_kernel // 2)
         self.chunk_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+        if chunk_state:
+            # Zero-initialised: a chunk head trained without proprioception starts out unchanged.
+            self.chunk_state_proj = nn.Linear(state_dim, hidden_dim)
+            nn.init.zeros_(self.chunk_state_proj.weight)
+            nn.init.zeros_(self.chunk_state_proj.bias)
+        stats = cfg.state_mean is not None
+        self.register_buffer("state_offset", torch.tensor(cfg.state_mean if stats else [0.0] * state_dim), persistent=False)
+        self.register_buffer("state_scale", torch.tensor(cfg.state_std if stats else [1.0] * state_dim), persistent=False)
+
+    @property
+    def reads_state(self) -> bool:
+        """Whether the chunk head needs the current proprioception."""
+        return bool(self.config.chunk_state)
 
     # -- inference ------------------------------------------------------------------------------------
 
@@ -68,28 +88,44 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         if frames.shape[1] < min_frames:
             raise ValueError(f"need at least {min_frames} frames, got {frames.shape[1]}")
 
+    def _normalized_state(self, state: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if state.ndim != 2 or state.shape[1] != self.config.state_dim:
+            raise ValueError(f"state must have shape (B, {self.config.state_dim}), got {tuple(state.shape)}")
+        return ((state.float() - self.state_offset) / self.state_scale).to(dtype)
+
     def predict_action(self, before: torch.Tensor, after: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) frame pairs, optional (B, state_dim) proprioception -> (B, action_dim)."""
         feature = self.encoder(before, after)
         if state is None:
             extra = feature.new_zeros(feature.shape[0], self.config.state_dim + 1)
         else:
-            extra = torch.cat([state.to(feature.dtype), feature.new_ones(feature.shape[0], 1)], dim=1)
+            extra = torch.cat([self._normalized_state(state, feature.dtype), feature.new_ones(feature.shape[0], 1)], dim=1)
         return torch.tanh(self.pair_head(torch.cat([feature, extra], dim=1)))
 
-    def predict_action_chunk(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, N + 1, 3, H, W): the current frame then N predicted ones -> (B, N, action_dim)."""
+    def predict_action_chunk(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N + 1, 3, H, W): the current frame then N predicted ones -> (B, N, action_dim).
+
+        ``state`` (B, state_dim) is the proprioception at the current frame: required when the chunk
+        head reads it (:attr:`reads_state`), ignored otherwise, so callers that have it always pass it.
+        """
         self._check_frames(frames, 2)
         b, n1 = frames.shape[:2]
         before = frames[:, :-1].reshape(b * (n1 - 1), *frames.shape[2:])
         after = frames[:, 1:].reshape(b * (n1 - 1), *frames.shape[2:])
         features = self.encoder(before, after).view(b, n1 - 1, -1)
+        if self.reads_state:
+            if state is None:
+                raise ValueError("this IDM's chunk head reads proprioception (chunk_state): pass the current "
+                                 f"state, shape (B, {self.config.state_dim})")
+            if state.shape[0] != b:
+                raise ValueError(f"{b} clips but {state.shape[0]} states")
+            features = features + self.chunk_state_proj(self._normalized_state(state, features.dtype))[:, None]
         mixed = features + self.chunk_mixer(features.transpose(1, 2)).transpose(1, 2)
         return torch.tanh(self.chunk_head(mixed))
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """The exported graph: the chunk head."""
-        return self.predict_action_chunk(frames)
+        return self.predict_action_chunk(frames, state)
 
     # -- training -------------------------------------------------------------------------------------
 
@@ -104,8 +140,10 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         self._check_frames(frames, 2)
         b, n = actions.shape[:2]
         mask = batch.get(ACTION_MASK, torch.ones(b, n, dtype=torch.bool, device=actions.device)).float()
-        chunk = self.predict_action_chunk(frames)
         state = batch.get(STATE)
+        if self.reads_state and state is None:
+            raise ValueError(f"this IDM's chunk head reads proprioception: the batch needs {STATE!r}")
+        chunk = self.predict_action_chunk(frames, None if state is None else state[:, 0])
         pair = self.predict_action(
             frames[:, :-1].reshape(b * n, *frames.shape[2:]), frames[:, 1:].reshape(b * n, *frames.shape[2:]),
             None if state is None else state.reshape(b * n, -1)).view(b, n, -1)

@@ -7,7 +7,9 @@ Topics (relative names, so namespaces and remapping work):
 
 - in: ``camera/image_raw`` (``sensor_msgs/Image``, sensor-data QoS), optionally
   ``camera/image_raw/compressed`` (``sensor_msgs/CompressedImage``, jpeg or png), ``instruction``
-  (``std_msgs/String``, transient local: a late joiner gets the current one);
+  (``std_msgs/String``, transient local: a late joiner gets the current one), and, for a checkpoint
+  whose IDM reads proprioception, ``joint_states`` (``sensor_msgs/JointState``: the ``state_joints``
+  entries, tool point x, y, z in metres and gripper opening 0-1);
 - out: ``~/next_event`` (caption), ``~/foreseen/image`` (one Image per predicted frame, stamped in the
   future at the control period), ``~/foreseen/strip`` (context | foreseen mosaic), ``~/action_plan``
   (``trajectory_msgs/MultiDOFJointTrajectory``, layout in :mod:`vans_ros.plan_messages`), ``~/cmd``
@@ -29,7 +31,8 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image
+import numpy as np
+from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import MultiDOFJointTrajectory
@@ -80,6 +83,12 @@ PARAMETERS = [
                   "a burst beyond it is dropped by the middleware before the node sees it",
                   check=lambda v: 1 <= v <= 1000, rule="in [1, 1000]"),
     ParameterSpec("subscribe_compressed", False, "also take frames from camera/image_raw/compressed (jpeg, png)"),
+    ParameterSpec("state_joints", ["ee_x", "ee_y", "ee_z", "gripper"],
+                  "joint_states entries, in order, that make the proprioception of a checkpoint whose IDM reads "
+                  "it (tool point x, y, z in m, gripper opening 0-1); not subscribed otherwise",
+                  check=lambda v: len(v) > 0 and all(v), rule="non-empty names"),
+    ParameterSpec("max_state_age_s", 0.5, "a plan needs a joint state stamped within this many seconds of its "
+                  "newest frame", check=positive, rule="> 0"),
     ParameterSpec("seed", 0, "seed of the first plan, later plans count up; -1 = unseeded",
                   check=lambda v: v >= -1, rule=">= -1"),
     ParameterSpec("diagnostics_period_s", 1.0, "seconds between /diagnostics messages",
@@ -109,6 +118,9 @@ class PlannerNode(Node):
         self.frames_rejected = 0
         self._plans_started = 0
         self.health = InputHealth(self.get_logger())
+        self.state_joints = list(p["state_joints"])
+        self._state: tuple[float, np.ndarray] | None = None  # (stamp in s, proprioception) of the newest joint state
+        self.states_received = 0
         self.latency_ms, self.planner_ms, self.overhead_ms = LatencyWindow(), LatencyWindow(), LatencyWindow()
 
         self.view = None
@@ -131,6 +143,8 @@ class PlannerNode(Node):
         if p["subscribe_compressed"]:
             self.create_subscription(CompressedImage, "camera/image_raw/compressed", self._on_compressed, camera_qos)
         self.create_subscription(String, "instruction", self._on_instruction, LATCHED)
+        if self.planner.needs_state:
+            self.create_subscription(JointState, "joint_states", self._on_joint_state, RELIABLE_10)
         self.create_service(Trigger, "~/plan_once", self._on_plan_once)
         if p["plan_period_s"] > 0:
             self.create_timer(p["plan_period_s"], self._on_plan_timer)
@@ -141,7 +155,8 @@ class PlannerNode(Node):
             f"{config.future_frames} foreseen frames "
             + (f"every {p['plan_period_s']} s" if p["plan_period_s"] else "on every new frame")
             + (f"; Foxglove live view on port {self.view.port}" if self.view and self.view.port else "")
-            + (f"; recording {p['mcap_path']}" if p["mcap_path"] else ""))
+            + (f"; recording {p['mcap_path']}" if p["mcap_path"] else "")
+            + (f"; proprioception {self.state_joints} from joint_states" if self.planner.needs_state else ""))
 
     def _load_planner(self, p):
         from vans_engine.checkpoint import CheckpointError
@@ -156,6 +171,10 @@ class PlannerNode(Node):
             if p[name] and p[name] != getattr(planner.config, name):
                 raise ParameterError(f"parameter {name!r} is {p[name]} but {self.model_dir} was trained with "
                                      f"{getattr(planner.config, name)}; set 0 to take the checkpoint's")
+        state_dim = planner.idm.config.state_dim
+        if planner.needs_state and len(p["state_joints"]) != state_dim:
+            raise ParameterError(f"parameter 'state_joints' names {len(p['state_joints'])} joints but the IDM of "
+                                 f"{self.model_dir} reads {state_dim} (tool point x, y, z and gripper opening)")
         return planner
 
     # -- input callbacks: decode, buffer, hand over; never block ----------------------------------
@@ -197,6 +216,37 @@ class PlannerNode(Node):
         if self.params["plan_period_s"] == 0:
             self._request_plan()
 
+    def _on_joint_state(self, msg: JointState) -> None:
+        try:
+            index = {name: i for i, name in enumerate(msg.name)}
+            missing = [name for name in self.state_joints if name not in index]
+            if missing:
+                raise ValueError(f"no entries {missing} (has {list(msg.name)})")
+            if len(msg.position) != len(msg.name):
+                raise ValueError(f"{len(msg.name)} names but {len(msg.position)} positions")
+            state = np.array([msg.position[index[name]] for name in self.state_joints], np.float32)
+            if not np.isfinite(state).all():
+                raise ValueError(f"non-finite position {state.tolist()}")
+        except ValueError as e:
+            self.health.report("joint_state", f"joint_states: message ignored: {e}")
+            return
+        stamp_s = plan_messages.time_to_seconds(msg.header.stamp)
+        if stamp_s == 0.0:  # unstamped: the node's clock stands in, as for frames
+            stamp_s = self.get_clock().now().nanoseconds * 1e-9
+        with self._lock:
+            self._state = (stamp_s, state)
+            self.states_received += 1
+
+    def _current_state(self, frame_stamp_s: float) -> tuple[np.ndarray | None, str]:
+        """The proprioception to plan with, or None and why; call with the lock held."""
+        if self._state is None:
+            return None, "no joint state yet on 'joint_states'"
+        stamp_s, state = self._state
+        if abs(frame_stamp_s - stamp_s) > self.params["max_state_age_s"]:
+            return None, (f"the newest joint state is {frame_stamp_s - stamp_s:+.3f} s from the newest frame "
+                          f"(max_state_age_s {self.params['max_state_age_s']})")
+        return state, ""
+
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
         if not text:
@@ -227,9 +277,16 @@ class PlannerNode(Node):
         with self._lock:
             if not len(self.context_buffer):
                 return False, "no camera frame yet"
-            request = PlanRequest(self.context_buffer.snapshot(), self.instruction,
-                                  self.context_buffer.newest_stamp, self._frame_id, time.perf_counter())
-            self._submitted_stamp = request.stamp_s
+            state, why = None, ""
+            if self.planner.needs_state:
+                state, why = self._current_state(self.context_buffer.newest_stamp)
+            if not why:
+                request = PlanRequest(self.context_buffer.snapshot(), self.instruction,
+                                      self.context_buffer.newest_stamp, self._frame_id, time.perf_counter(), state)
+                self._submitted_stamp = request.stamp_s
+        if why:
+            self.health.report("no_state", f"not planning: {why}", WARN)
+            return False, why
         self.worker.submit(request)
         return True, f"plan requested on the frame stamped {request.stamp_s:.3f}"
 
@@ -239,7 +296,7 @@ class PlannerNode(Node):
         seed = self.params["seed"]
         seed = None if seed < 0 else seed + self._plans_started
         self._plans_started += 1
-        return self.planner.plan(request.frames, request.instruction, steps=self.steps, seed=seed)
+        return self.planner.plan(request.frames, request.instruction, steps=self.steps, seed=seed, state=request.state)
 
     def _publish_plan(self, request: PlanRequest, plan, planner_ms: float) -> None:
         header = Header(stamp=plan_messages.seconds_to_time(request.stamp_s), frame_id=request.frame_id)
@@ -297,6 +354,7 @@ class PlannerNode(Node):
             "input_rate_hz": input_rate, "frames_received": self.frames_received,
             "dropped_frames": self.dropped_frames, "plan_requests_dropped": self.worker.requests_dropped,
             "stale_plans_dropped": self.worker.plans_stale, "instruction": self.instruction,
+            "reads_joint_states": self.planner.needs_state, "joint_states_received": self.states_received,
         })
         input_level, input_message = self.health.take()
         inputs = diagnostic_status(f"{self.get_fully_qualified_name()}: input", hardware_id, input_level,

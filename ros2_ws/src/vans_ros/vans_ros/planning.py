@@ -25,6 +25,8 @@ class PlanRequest:
         stamp_s (`float`): stamp of the newest frame, seconds; the plan's "now".
         frame_id (`str`): the camera's frame.
         requested_s (`float`): ``time.perf_counter()`` when the plan was requested, for latency.
+        state (`np.ndarray`, *optional*): the robot's proprioception at the newest frame, for a
+            checkpoint whose IDM reads it.
         started_s (`float`): ``time.perf_counter()`` when the worker took it (set by the worker).
     """
 
@@ -33,6 +35,7 @@ class PlanRequest:
     stamp_s: float
     frame_id: str
     requested_s: float
+    state: np.ndarray | None = None
     started_s: float = 0.0
 
 

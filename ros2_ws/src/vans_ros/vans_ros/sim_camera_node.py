@@ -6,7 +6,9 @@ Every control period (wall time, ``step_rate_hz``) it steps the simulator with t
 action of the newest ``action_plan`` (its first ``execute_actions`` actions), or else with the newest
 ``cmd`` twist if it is younger than ``cmd_timeout_s``, or else holds still, and publishes the frame.
 
-- out: ``camera/image_raw`` (rgb8, sensor-data QoS), ``instruction`` (the task's, transient local),
+- out: ``camera/image_raw`` (rgb8, sensor-data QoS), ``joint_states`` (``sensor_msgs/JointState``:
+  ``ee_x``, ``ee_y``, ``ee_z`` in metres and ``gripper`` opening 0-1, published just before each frame
+  with the same stamp), ``instruction`` (the task's, transient local),
   ``~/event`` (caption of the event in progress, when it changes), ``~/success`` (``std_msgs/Bool``
   at each episode's end) and ``~/episode`` (JSON: episode, seed, success, steps, task);
 - in: ``action_plan`` (``trajectory_msgs/MultiDOFJointTrajectory``), ``cmd`` (``geometry_msgs/TwistStamped``).
@@ -23,7 +25,7 @@ import numpy as np
 from geometry_msgs.msg import TwistStamped
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Header, String
 from trajectory_msgs.msg import MultiDOFJointTrajectory
 
@@ -31,6 +33,10 @@ from vans_ros import plan_messages
 from vans_ros.entry import spin_node
 from vans_ros.parameters import ParameterError, ParameterSpec, declare_and_check, non_negative, positive
 from vans_ros.planner_node import LATCHED, RELIABLE_10
+
+# The joint_states entries: the desk's tool point slides and its gripper opening, in the order the
+# planner's IDM reads them (the planner node's default state_joints).
+SIM_JOINTS = ("ee_x", "ee_y", "ee_z", "gripper")
 
 PARAMETERS = [
     ParameterSpec("task", "push_red", "vans_sim task (vans-sim tasks lists them)", check=bool, rule="a task name"),
@@ -78,6 +84,7 @@ class SimCameraNode(Node):
         self.done = False
 
         self.pub_image = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+        self.pub_joint_state = self.create_publisher(JointState, "joint_states", RELIABLE_10)
         self.pub_instruction = self.create_publisher(String, "instruction", LATCHED)
         self.pub_event = self.create_publisher(String, "~/event", RELIABLE_10)
         self.pub_success = self.create_publisher(Bool, "~/success", RELIABLE_10)
@@ -130,6 +137,10 @@ class SimCameraNode(Node):
     def _publish(self, obs, info) -> None:
         self.ee_pos = obs["ee_pos"]
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params["frame_id"])
+        # Before the frame: a planner that plans on a frame's arrival finds the state of that frame.
+        self.pub_joint_state.publish(JointState(
+            header=header, name=list(SIM_JOINTS),
+            position=[float(v) for v in np.concatenate([obs["ee_pos"], obs["gripper"]])]))
         self.pub_image.publish(plan_messages.rgb_to_image(obs["image"], header))
         if info["caption"] != self.caption:
             self.caption = info["caption"]
