@@ -42,7 +42,7 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Header, String  # noqa: E402
 
 from vans_ros.checkpoints import shipped_model_dir  # noqa: E402
@@ -50,6 +50,9 @@ from vans_ros.plan_messages import rgb_to_image, seconds_to_time  # noqa: E402
 from vans_ros.planner_node import PlannerNode  # noqa: E402
 
 INSTRUCTION = "push the red button"
+# The robot's proprioception at every frame (tool point in m, gripper open), for a checkpoint whose
+# IDM reads it; the same for every plan, as the frames are.
+STATE = np.array([0.1, -0.1, 0.6, 1.0], np.float32)
 
 
 class Camera(Node):
@@ -57,6 +60,7 @@ class Camera(Node):
         super().__init__("bench_camera")
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.image_pub = self.create_publisher(Image, "camera/image_raw", reliable)
+        self.state_pub = self.create_publisher(JointState, "joint_states", reliable)
         self.instruction_pub = self.create_publisher(String, "instruction", QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.cmd_received = threading.Event()
@@ -68,7 +72,10 @@ class Camera(Node):
         self.cmd_received.set()
 
     def publish(self, rgb: np.ndarray, stamp_s: float, encoding: str = "rgb8") -> None:
-        msg = rgb_to_image(rgb, Header(stamp=seconds_to_time(stamp_s), frame_id="bench_camera"))
+        header = Header(stamp=seconds_to_time(stamp_s), frame_id="bench_camera")
+        self.state_pub.publish(JointState(header=header, name=["ee_x", "ee_y", "ee_z", "gripper"],
+                                          position=STATE.tolist()))
+        msg = rgb_to_image(rgb, header)
         if encoding == "bgr8":
             msg.encoding, msg.data = "bgr8", np.ascontiguousarray(rgb[..., ::-1]).tobytes()
         self.image_pub.publish(msg)
@@ -134,7 +141,7 @@ def overhead(folder: Path, plans: int, warmup: int) -> dict:
         inside_ms = planner.planner_ms.last()
         # the same work without the node: same planner, context and seed
         t0 = time.perf_counter()
-        planner.planner.plan(planner.context_buffer.snapshot(), INSTRUCTION, seed=seed + i)
+        planner.planner.plan(planner.context_buffer.snapshot(), INSTRUCTION, seed=seed + i, state=STATE)
         plan_ms = (time.perf_counter() - t0) * 1000
         if i >= warmup:
             end_to_end.append(node_ms)
