@@ -26,6 +26,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vans_engine.video_io import read_frames, resize_frames, write_video
 
     planner = Planner.from_pretrained(args.model, backend=args.backend, device=args.device)
+    if planner.needs_state and args.state is None:
+        raise ValueError(f"{args.model}: its IDM reads proprioception: give --state X Y Z GRIPPER (the tool point "
+                         f"in metres and the gripper opening 0-1 at the clip's last frame)")
     clip = resize_frames(read_frames(args.video), planner.config.image_size)
     t = planner.config.context_frames
     context = np.concatenate([np.repeat(clip[:1], max(0, t - len(clip)), axis=0), clip])[-t:]

@@ -54,6 +54,21 @@ def test_predict_on_a_recorded_clip(checkpoint, recorded_clip, tmp_path):
     assert actions["trained"] is False
 
 
+def test_predict_with_proprioception(recorded_clip, tmp_path):
+    """A checkpoint whose IDM reads proprioception: --state is required, and it changes the actions."""
+    checkpoint = tiny_checkpoint(tmp_path / "state", idm_state=True)
+    common = ["predict", "--model", str(checkpoint), "--video", str(recorded_clip), "--instruction",
+              "push the red button", "--seed", "0"]
+    missing = run("vans", *common, "--out", str(tmp_path / "a.mp4"), check=False)
+    assert missing.returncode == 2 and "--state" in missing.stderr
+    plans = []
+    for k, state in enumerate((["0.1", "-0.1", "0.6", "1.0"], ["-0.3", "0.1", "0.45", "0.0"])):
+        (tmp_path / f"{k}").mkdir()
+        run("vans", *common, "--state", *state, "--out", str(tmp_path / f"{k}" / "answer.mp4"))
+        plans.append(np.array(json.loads((tmp_path / f"{k}" / "actions.json").read_text())["plans"][0]["actions"]))
+    assert np.abs(plans[0] - plans[1]).max() > 1e-3
+
+
 def test_predict_from_a_folder_of_frames(checkpoint, recorded_clip, tmp_path):
     import imageio.v2 as iio
 
