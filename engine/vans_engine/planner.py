@@ -174,12 +174,12 @@ class Planner:
                 self.vdm.to(torch.bfloat16)
                 self.idm.to(torch.bfloat16)
                 self._denoiser = _CudaGraphDenoiser(as_denoiser(self.vdm, self.config.vdm_prediction))
-                idm_graph = CudaGraphCallable(lambda frames, state: self.idm(frames, state))
-                self._idm = TorchRunner(lambda frames, state: idm_graph(frames=frames, state=state), ["actions"],
-                                        self.device, dtype=torch.bfloat16)
+                idm_graph = CudaGraphCallable(lambda **inputs: self.idm(**inputs))
+                self._idm = TorchRunner(lambda **inputs: idm_graph(**inputs), ["actions"], self.device,
+                                        dtype=torch.bfloat16)
             else:
                 self._denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
-                self._idm = TorchRunner(lambda frames, state: self.idm(frames, state), ["actions"], self.device)
+                self._idm = TorchRunner(lambda **inputs: self.idm(**inputs), ["actions"], self.device)
             return
         if self.folder is None:
             raise ValueError(f"the {self.backend} backend needs a checkpoint folder with exported graphs")
@@ -291,14 +291,14 @@ class Planner:
         """Whether plans need the robot's current proprioception (the IDM reads it)."""
         return self.idm.reads_state
 
-    def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray:
-        """Validate ``(B, state_dim)`` proprioception; a zero placeholder when the IDM does not read it."""
+    def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray | None:
+        """Validate ``(B, state_dim)`` proprioception; None when the IDM does not read it."""
         dim = self.idm.config.state_dim
+        if not self.needs_state:
+            return None
         if states is None:
-            if self.needs_state:
-                raise ValueError(f"this checkpoint's IDM reads proprioception: pass states of shape ({batch}, {dim}) "
-                                 f"(tool point x, y, z and gripper opening)")
-            return np.zeros((batch, dim), np.float32)
+            raise ValueError(f"this checkpoint's IDM reads proprioception: pass states of shape ({batch}, {dim}) "
+                             f"(tool point x, y, z and gripper opening)")
         states = np.asarray(states, dtype=np.float32)
         if states.shape != (batch, dim):
             raise ValueError(f"states must have shape ({batch}, {dim}), got {states.shape}")
@@ -382,7 +382,10 @@ class Planner:
         t0 = time.perf_counter()
         current = context[:, -1:].float() / 127.5 - 1.0
         clip = torch.cat([current, video], dim=1).numpy().astype(np.float32)
-        actions = next(iter(self._idm(frames=clip, state=np.repeat(states, num_samples, axis=0)).values()))
+        idm_inputs = {"frames": clip}
+        if states is not None:
+            idm_inputs["state"] = np.repeat(states, num_samples, axis=0)
+        actions = next(iter(self._idm(**idm_inputs).values()))
         timings["idm"] = (time.perf_counter() - t0) * 1000
         timings["total"] = (time.perf_counter() - started) * 1000
 

@@ -14,12 +14,6 @@ import numpy as np
 from vans_engine.planner import Planner
 
 
-def proprioception(obs: dict[str, np.ndarray]) -> np.ndarray:
-    """The IDM's state from a ``vans_sim`` observation (single or batched): tool point x, y, z and
-    gripper opening, float32 ``(..., 4)``, in the order the training data stores them."""
-    return np.concatenate([obs["ee_pos"], obs["gripper"]], axis=-1).astype(np.float32)
-
-
 class PlannerPolicy:
     """Args:
         task (`str`): the vans_sim task; its instruction is what the planner is told.
@@ -39,12 +33,14 @@ class PlannerPolicy:
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
                  steps: int | None = None, reuse_caption: int = 0):
+        from vans_sim.env import proprioception
         from vans_sim.tasks import get_task
 
         if model is None:
             raise ValueError("the planner policy needs --model DIR")
         self.planner = Planner.from_pretrained(model, backend=backend, device=device)
         self.instruction = get_task(task).instruction
+        self.proprioception = proprioception  # the IDM's state from an observation
         self.num_envs = num_envs
         self.context_frames = self.planner.config.context_frames
         self.replan_every = replan_every or max(1, self.planner.config.future_frames // 2)
@@ -83,7 +79,7 @@ class PlannerPolicy:
                 continue
             plans = self.planner.plan_batch(np.stack([np.stack(self.history[i]) for i in group]),
                                             [self.instruction] * len(group), steps=self.steps, seed=self.seed,
-                                            captions=captions, states=proprioception(obs)[group])
+                                            captions=captions, states=self.proprioception(obs)[group])
             self.seed += 1
             for i, plan in zip(group, plans):
                 self.queued[i] = plan.actions[: self.replan_every]

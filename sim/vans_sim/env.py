@@ -29,6 +29,13 @@ IMAGE_SIZES = (64, 128, 256)
 ACTION_DIM = 4
 
 
+def proprioception(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """The robot's own state from an observation (single or batched): tool point x, y, z in metres
+    and gripper opening in [0, 1], float32 ``(..., 4)``: what a planner's IDM may read, in the order
+    the recorded datasets store it."""
+    return np.concatenate([obs["ee_pos"], obs["gripper"]], axis=-1).astype(np.float32)
+
+
 class RoboDeskEnv(gym.Env):
     """A desk with a sliding panel, a drawer, three buttons, two blocks, a ball, a bin and a shelf.
 

@@ -16,9 +16,8 @@ import h5py
 import mujoco
 import numpy as np
 import torch
-from vans_engine.policy import proprioception
 from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
-from vans_sim.env import RoboDeskEnv
+from vans_sim.env import RoboDeskEnv, proprioception
 from vans_sim.experts import ScriptedExpert
 from vans_sim.tasks import TASKS
 

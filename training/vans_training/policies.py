@@ -36,9 +36,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 import torch
-from vans_engine.policy import proprioception
 
-from vans_sim.env import ACTION_DIM, IMAGE_SIZES, RoboDeskEnv
+from vans_sim.env import ACTION_DIM, IMAGE_SIZES, RoboDeskEnv, proprioception
 from vans_sim.experts import ScriptedExpert
 from vans_sim.randomization import SPLITS
 

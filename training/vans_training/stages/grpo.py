@@ -17,7 +17,6 @@ A resumed run starts with fresh rollouts; everything else resumes as in every st
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +57,6 @@ def k3_kl(log_probs: torch.Tensor, reference_log_probs: torch.Tensor) -> torch.T
     return torch.exp(delta) - delta - 1
 
 
-def planner_prediction(model: str | Path) -> str:
-    """How the planner checkpoint's VDM output is read (``vdm_prediction``)."""
-    index = json.loads((Path(model) / "model_index.json").read_text())
-    return index["planner"].get("vdm_prediction", "velocity")
-
-
 class GRPOStage(Stage):
     """Loads the planner checkpoint ``config.model``, the data, the alignment model and the rewards,
     and runs the rollout-reuse schedule of step 5. A subclass provides :meth:`rollout` and
@@ -91,7 +84,7 @@ class GRPOStage(Stage):
         """The VDM at ``folder`` (empty: the planner's), read as ``prediction``; checked against what it
         was trained with."""
         if not folder:
-            trained_with, transformer = planner_prediction(self.config.model), copy.deepcopy(self.planner.vdm)
+            trained_with, transformer = self.planner.config.vdm_prediction, copy.deepcopy(self.planner.vdm)
         else:
             path = resolve_vdm_folder(folder)
             trained_with, transformer = trained_prediction(path), load_vdm(path)

@@ -65,6 +65,7 @@ class SimCameraNode(Node):
         super().__init__("sim_camera", **kwargs)
         import vans_sim  # noqa: F401  (registers vans_sim/RoboDesk-v0)
         from vans_sim.scene import CONTROL_PERIOD
+        from vans_sim.env import proprioception
         from vans_sim.tasks import get_task
 
         self.params = p = declare_and_check(self, PARAMETERS)
@@ -73,6 +74,7 @@ class SimCameraNode(Node):
         except (KeyError, ValueError) as e:
             raise ParameterError(f"parameter 'task': {e}") from e
         self.period_s = CONTROL_PERIOD
+        self.proprioception = proprioception
         self.env = gym.make("vans_sim/RoboDesk-v0", task=p["task"], image_size=p["image_size"], split=p["split"],
                             max_episode_steps=p["max_episode_steps"] or None)
         self._lock = threading.Lock()  # the queued actions and the newest cmd
@@ -140,7 +142,7 @@ class SimCameraNode(Node):
         # Before the frame: a planner that plans on a frame's arrival finds the state of that frame.
         self.pub_joint_state.publish(JointState(
             header=header, name=list(SIM_JOINTS),
-            position=[float(v) for v in np.concatenate([obs["ee_pos"], obs["gripper"]])]))
+            position=self.proprioception(obs).tolist()))
         self.pub_image.publish(plan_messages.rgb_to_image(obs["image"], header))
         if info["caption"] != self.caption:
             self.caption = info["caption"]
