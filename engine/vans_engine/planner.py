@@ -174,12 +174,10 @@ class Planner:
                 self.vdm.to(torch.bfloat16)
                 self.idm.to(torch.bfloat16)
                 self._denoiser = _CudaGraphDenoiser(as_denoiser(self.vdm, self.config.vdm_prediction))
-                idm_graph = CudaGraphCallable(lambda **inputs: self.idm(**inputs))
-                self._idm = TorchRunner(lambda **inputs: idm_graph(**inputs), ["actions"], self.device,
-                                        dtype=torch.bfloat16)
+                self._idm = TorchRunner(CudaGraphCallable(self.idm), ["actions"], self.device, dtype=torch.bfloat16)
             else:
                 self._denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
-                self._idm = TorchRunner(lambda **inputs: self.idm(**inputs), ["actions"], self.device)
+                self._idm = TorchRunner(self.idm, ["actions"], self.device)
             return
         if self.folder is None:
             raise ValueError(f"the {self.backend} backend needs a checkpoint folder with exported graphs")
@@ -293,9 +291,9 @@ class Planner:
 
     def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray | None:
         """Validate ``(B, state_dim)`` proprioception; None when the IDM does not read it."""
-        dim = self.idm.config.state_dim
         if not self.needs_state:
             return None
+        dim = self.idm.config.state_dim
         if states is None:
             raise ValueError(f"this checkpoint's IDM reads proprioception: pass states of shape ({batch}, {dim}) "
                              f"(tool point x, y, z and gripper opening)")
