@@ -1,4 +1,5 @@
-"""The oracle-video policy (IDM on the expert's true future frames) and the closed-loop success table."""
+"""The oracle policies (the IDM on the expert's true future frames; the planner told the true caption)
+and the closed-loop success table."""
 
 from __future__ import annotations
 
@@ -129,19 +130,72 @@ def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
     assert oracle.mismatches == 0
 
 
-def test_scored_through_the_vans_sim_cli(tmp_path, caplog):
+@pytest.fixture(scope="module")
+def planner_folder(tmp_path_factory):
     from vans_engine.testing import tiny_checkpoint
+
+    return tiny_checkpoint(tmp_path_factory.mktemp("planner") / "ckpt", idm_state=True)
+
+
+@pytest.mark.parametrize("policy", ["oracle-video", "oracle-caption"])
+def test_scored_through_the_vans_sim_cli(policy, planner_folder, tmp_path, caplog):
     from vans_sim.cli import main
 
-    ckpt = tiny_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "score"
     with caplog.at_level(logging.WARNING, logger="vans_training.policies"):
-        assert main(["score", "--policy", "oracle-video", "--model", str(ckpt), "--tasks", TASK, "--episodes", "2",
+        assert main(["score", "--policy", policy, "--model", str(planner_folder), "--tasks", TASK, "--episodes", "2",
                      "--num-envs", "2", "--split", "heldout", "--no-video", "--quiet",
                      "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["policy"] == "oracle-video" and report["tasks"][TASK]["episodes"] == 2
+    assert report["policy"] == policy and report["tasks"][TASK]["episodes"] == 2
     assert "no longer matches" not in caplog.text
+
+
+def test_oracle_caption_options_are_checked(planner_folder):
+    from vans_training.policies import OracleCaptionPolicy
+
+    with pytest.raises(ValueError, match="needs --model"):
+        OracleCaptionPolicy(TASK, 1)
+    with pytest.raises(ValueError, match="takes 64-pixel"):
+        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), image_size=128)
+    with pytest.raises(ValueError, match="replan_every"):
+        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), replan_every=9)
+    with pytest.raises(ValueError, match="steps"):
+        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), steps=0)
+    with pytest.raises(ValueError, match="split"):
+        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), split="test")
+
+
+def test_oracle_caption_plans_with_the_true_caption_from_the_true_context(planner_folder):
+    from vans_sim.env import proprioception
+    from vans_training.policies import OracleCaptionPolicy
+
+    horizon, seed = 12, 5  # short episodes, so that the context restarts at the NEXT_STEP autoreset too
+    policy = OracleCaptionPolicy(TASK, 2, seed=seed, model=str(planner_folder), max_episode_steps=horizon)
+    make = functools.partial(RoboDeskEnv, task=TASK, split="heldout", max_episode_steps=horizon)
+    vec = SyncVectorEnv([make] * 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+    obs, infos = vec.reset(seed=[seed, seed + 1])
+    policy.reset(np.arange(2))
+    # the first plan: the first frame repeated as context, the event's recorded caption, not the VLM's
+    context = np.repeat(obs["image"][:, None], policy.planner.config.context_frames, axis=1)
+    expected = policy.planner.plan_batch(context, [policy.shadows[0].instruction] * 2, seed=seed,
+                                         captions=list(infos["caption"]), states=proprioception(obs))
+    actions = policy.act(obs)
+    assert policy.last_captions == list(infos["caption"])
+    np.testing.assert_allclose(actions, np.clip([p.actions[0] for p in expected], -1, 1), rtol=1e-5, atol=1e-6)
+    frames, ended = [obs["image"]] * policy.planner.config.context_frames, np.zeros(2, int)
+    for _ in range(horizon + 4):
+        obs, _, terminated, truncated, _ = vec.step(actions)
+        frames.append(obs["image"])
+        for i in range(2):  # the context is the real environment's last frames (before any episode end)
+            if not ended[i] and not (terminated[i] or truncated[i]):
+                np.testing.assert_array_equal(np.stack(list(policy.history[i])),
+                                              np.stack(frames[-policy.planner.config.context_frames:])[:, i])
+        ended += terminated | truncated
+        actions = policy.act(obs)
+    vec.close()
+    policy.close()
+    assert ended.min() >= 1 and policy.mismatches == 0
 
 
 def test_closed_loop_table_expert_beats_random(tmp_path):

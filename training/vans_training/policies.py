@@ -1,33 +1,43 @@
-"""The oracle-video policy: the IDM on the true future, the upper bound of video-as-answer planning.
+"""Oracle policies that split the planner's closed-loop gap into its stages.
 
-The planner answers "what happens next?" with a generated video and turns it into actions with the
-inverse-dynamics model (IDM). This policy replaces the generated video with the ground truth: the K
-frames the scripted expert would produce from the exact current state. Its success rate is what the
-planner would reach with a perfect VLM and a perfect VDM, so it bounds the planner from above and
-measures the IDM alone.
+The planner answers "what happens next?" with a caption (VLM), a generated video of it (VDM) and the
+actions that video shows (IDM). Each oracle replaces stages with the simulator's ground truth:
+
+* ``oracle-video`` (:class:`OracleVideoPolicy`): the IDM on the true future, the K frames the scripted
+  expert would produce from the exact current state. Its success rate is what the planner would reach
+  with a perfect VLM and a perfect VDM, so it bounds the planner from above and measures the IDM alone.
+* ``oracle-caption`` (:class:`OracleCaptionPolicy`): the whole planner, told the true caption of the
+  event in progress instead of asking its VLM. Between the planner and ``oracle-video``, it shows how
+  much of the gap is the VLM's and how much the VDM's.
 
     vans-sim score --policy oracle-video --model runs/idm/final --tasks single --episodes 20 --out runs/oracle
+    vans-sim score --policy oracle-caption --model models/vans-desk-64 --tasks single --episodes 12 --out runs/oracle-caption
 
-How it stays exact, without any state estimation: the policy keeps one *shadow* ``RoboDeskEnv`` per
+How they stay exact, without any state estimation: the policy keeps one *shadow* ``RoboDeskEnv`` per
 vector environment, made with the same task, split and image size, reset with the same seed as the
 real environment and stepped with exactly the actions the policy returns. The simulator is
 deterministic, so the shadow stays in lock-step with the real environment (checked at every step:
-the shadow's image must equal ``obs["image"]`` bit for bit). Every ``replan_every`` steps it
+the shadow's image must equal ``obs["image"]`` bit for bit). Every ``replan_every`` steps the
+oracle-video policy
 
 1. snapshots the shadow's full state (a copy of MuJoCo's ``MjData`` plus the environment's step count
    and event progress) and a copy of the expert that has been tracking the episode,
 2. rolls that expert K steps forward in the shadow, rendering the K frames,
 3. restores the snapshot, and
-4. runs the IDM on the current frame plus those K frames and queues its first ``replan_every`` actions.
+4. runs the IDM on the current frame plus those K frames and queues its first ``replan_every`` actions;
 
-Seeds follow ``vans-sim score``: the n-th :meth:`OracleVideoPolicy.reset` of environment ``i`` is
-episode ``seed + n * num_envs + i``. Vector environments auto-reset in ``NEXT_STEP`` mode: after an
-episode ends, the next action is ignored and the environment resets without a seed (continuing its
+the oracle-caption policy plans from the last ``context_frames`` frames, as ``PlannerPolicy`` does,
+with the shadow's ``info["caption"]``: the paraphrase a recorded episode stores for that event.
+
+Seeds follow ``vans-sim score``: the n-th ``reset`` of environment ``i`` is episode
+``seed + n * num_envs + i``. Vector environments auto-reset in ``NEXT_STEP`` mode: after an episode
+ends, the next action is ignored and the environment resets without a seed (continuing its
 generator); the shadow does the same.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import logging
@@ -75,7 +85,126 @@ def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
 
 
-class OracleVideoPolicy:
+class ShadowedPolicy:
+    """A policy with one shadow environment (and a tracking scripted expert) per scored environment,
+    stepped in lock-step with it (see the module docstring). Subclasses fill ``self.queued[i]`` in
+    :meth:`plan` for the environments whose queue ran out.
+
+    Args:
+        task (`str`): the vans_sim task.
+        num_envs (`int`): environments stepped together.
+        seed (`int`): the scorer's ``seed_start``; shadow environments are reset with
+            ``seed + n * num_envs + i`` at the n-th reset of environment ``i``.
+        split (`str`): split of the scored environments (the shadows must match).
+        image_size (`int`): image size of the scored environments.
+        max_episode_steps (`int`, *optional*): the scored environments' horizon; the task's own by default.
+        history (`int`, defaults to 1): images kept in ``self.history[i]``, newest last.
+    """
+
+    needs_image = True
+
+    def __init__(self, task: str, num_envs: int, seed: int, split: str, image_size: int,
+                 max_episode_steps: int | None, history: int = 1):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if image_size not in IMAGE_SIZES:
+            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.task, self.num_envs, self.seed = task, num_envs, int(seed)
+        self.shadows = [RoboDeskEnv(task=task, image_size=image_size, split=split, observe_image=True,
+                                    max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+        self.experts = [ScriptedExpert(task) for _ in range(num_envs)]
+        self.resets = np.zeros(num_envs, int)  # resets seen per environment, for the seed scheme
+        self.current: list[dict | None] = [None] * num_envs  # the shadow's latest observation
+        self.current_info: list[dict | None] = [None] * num_envs  # and its info (event, caption)
+        self.ended = np.zeros(num_envs, bool)  # the shadow's episode ended: the next action is ignored
+        self.queued = [np.zeros((0, ACTION_DIM), np.float32) for _ in range(num_envs)]
+        # the shadow's last ``history`` images, the first one repeated where the episode is younger
+        self.history = [collections.deque(maxlen=history) for _ in range(num_envs)]
+        self.mismatches = 0  # steps at which a shadow's image differed from the real one
+        self._warned = False
+
+    # -- policy interface ---------------------------------------------------------------------------
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        for i in np.asarray(env_ids, int):
+            seed = self.seed + int(self.resets[i]) * self.num_envs + int(i)
+            self.resets[i] += 1
+            self._start_episode(i, seed)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        # 1. lock-step check: each shadow must show exactly what its real environment shows
+        for i in range(self.num_envs):
+            self._check_lock_step(i, obs["image"][i])
+        # 2. plans for the environments whose queue ran out
+        need = [i for i in range(self.num_envs) if not self.ended[i] and len(self.queued[i]) == 0]
+        if need:
+            self.plan(need)
+        # 3. this step's actions; the shadows take exactly the same ones
+        actions = np.zeros((self.num_envs, ACTION_DIM), np.float32)
+        for i in range(self.num_envs):
+            if self.ended[i]:  # the real environment ignores this action and resets without a seed
+                self._start_episode(i, None)
+                continue
+            actions[i] = np.clip(self.queued[i][0], -1.0, 1.0)
+            self.queued[i] = self.queued[i][1:]
+            self.experts[i].act(self.current[i])  # the tracking expert follows the episode step by step
+            obs_i, _, terminated, truncated, info = self.shadows[i].step(actions[i])
+            self.current[i], self.current_info[i] = obs_i, info
+            self.history[i].append(obs_i["image"])
+            self.ended[i] = terminated or truncated
+        return actions
+
+    def plan(self, need: list[int]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for env in self.shadows:
+            env.close()
+
+    # -- shadows ------------------------------------------------------------------------------------
+
+    def _start_episode(self, i: int, seed: int | None) -> None:
+        self.current[i], self.current_info[i] = self.shadows[i].reset(seed=seed)
+        self.experts[i].reset()
+        self.ended[i] = False
+        self.queued[i] = np.zeros((0, ACTION_DIM), np.float32)
+        self.history[i].extend([self.current[i]["image"]] * self.history[i].maxlen)
+
+    def _check_lock_step(self, i: int, image: np.ndarray) -> None:
+        if np.array_equal(self.current[i]["image"], image):
+            return
+        self.mismatches += 1
+        if not self._warned:
+            self._warned = True
+            diff = np.abs(self.current[i]["image"].astype(int) - image.astype(int)).max()
+            logger.warning(
+                "%s: the shadow of environment %d no longer matches the real one (max pixel difference "
+                "%d, episode seed scheme seed_start + n * num_envs + i with seed_start=%d, num_envs=%d). The "
+                "state cannot be re-synced from an image: the oracle now plans from the shadow's state, "
+                "so its score is no longer the oracle's.", type(self).__name__, i, diff, self.seed, self.num_envs)
+
+    def _snapshot(self, i: int) -> tuple:
+        env = self.shadows[i]
+        return copy.copy(env.data), env._steps, env._progress, list(env._caption_choice)
+
+    def _restore(self, i: int, snapshot: tuple) -> None:
+        env = self.shadows[i]
+        data, env._steps, env._progress, env._caption_choice = snapshot
+        mujoco.mj_copyData(env.data, env.model, data)
+
+
+def _check_replan_every(replan_every: int | None, future_frames: int) -> int:
+    """``replan_every`` (K // 2 when not given, as the planner policy), checked to be in [1, K]."""
+    replan_every = replan_every or max(1, future_frames // 2)
+    if not 1 <= replan_every <= future_frames:
+        raise ValueError(f"replan_every must be in [1, {future_frames}], got {replan_every}")
+    return replan_every
+
+
+class OracleVideoPolicy(ShadowedPolicy):
     """The IDM on the scripted expert's true next K frames (see the module docstring).
 
     Args:
@@ -95,23 +224,16 @@ class OracleVideoPolicy:
         device (`str`, defaults to `"cpu"`): torch device of the IDM.
     """
 
-    needs_image = True
-
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, backend: str = "torch",
                  device: str = "cpu"):
-        # 1. check the options
         if model is None:
             raise ValueError("the oracle-video policy needs --model DIR (a planner checkpoint or an IDM folder)")
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if image_size not in IMAGE_SIZES:
-            raise ValueError(f"image_size must be one of {IMAGE_SIZES}, got {image_size!r}")
         if backend != "torch":
             raise ValueError(f"the oracle-video policy runs its IDM in PyTorch: backend must be 'torch', got {backend!r}")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        # 1. one shadow environment and one tracking expert per scored environment
+        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps)
         # 2. the IDM
         self.device = torch.device(device)
         self.idm, self.future_frames = load_idm(model, future_frames)
@@ -119,92 +241,17 @@ class OracleVideoPolicy:
         if self.idm.config.image_size != image_size:
             raise ValueError(f"the IDM in {model} takes {self.idm.config.image_size}-pixel images, "
                              f"the environments render {image_size}")
-        self.replan_every = replan_every or max(1, self.future_frames // 2)
-        if not 1 <= self.replan_every <= self.future_frames:
-            raise ValueError(f"replan_every must be in [1, {self.future_frames}], got {self.replan_every}")
-        # 3. one shadow environment and one tracking expert per scored environment
-        self.task, self.num_envs, self.seed = task, num_envs, int(seed)
-        self.shadows = [RoboDeskEnv(task=task, image_size=image_size, split=split, observe_image=True,
-                                    max_episode_steps=max_episode_steps) for _ in range(num_envs)]
-        self.experts = [ScriptedExpert(task) for _ in range(num_envs)]
-        self.resets = np.zeros(num_envs, int)  # resets seen per environment, for the seed scheme
-        self.current: list[dict | None] = [None] * num_envs  # the shadow's latest observation
-        self.ended = np.zeros(num_envs, bool)  # the shadow's episode ended: the next action is ignored
-        self.queued = [np.zeros((0, ACTION_DIM), np.float32) for _ in range(num_envs)]
+        self.replan_every = _check_replan_every(replan_every, self.future_frames)
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
         self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
-        self.mismatches = 0  # steps at which a shadow's image differed from the real one
-        self._warned = False
 
-    # -- policy interface ---------------------------------------------------------------------------
-
-    def reset(self, env_ids: np.ndarray) -> None:
-        for i in np.asarray(env_ids, int):
-            seed = self.seed + int(self.resets[i]) * self.num_envs + int(i)
-            self.resets[i] += 1
-            self._start_episode(i, seed)
-
-    @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        # 1. lock-step check: each shadow must show exactly what its real environment shows
-        for i in range(self.num_envs):
-            self._check_lock_step(i, obs["image"][i])
-        # 2. oracle plans for the environments whose queue ran out
-        need = [i for i in range(self.num_envs) if not self.ended[i] and len(self.queued[i]) == 0]
-        if need:
-            clips = np.stack([np.concatenate([self.current[i]["image"][None], self._expert_future(i)]) for i in need])
-            states = torch.from_numpy(np.stack([proprioception(self.current[i]) for i in need])).to(self.device)
-            chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
-            for i, clip, chunk in zip(need, clips, chunks):
-                self.last_future_frames[i] = clip[1:]
-                self.queued[i] = chunk[: self.replan_every]
-        # 3. this step's actions; the shadows take exactly the same ones
-        actions = np.zeros((self.num_envs, ACTION_DIM), np.float32)
-        for i in range(self.num_envs):
-            if self.ended[i]:  # the real environment ignores this action and resets without a seed
-                self._start_episode(i, None)
-                continue
-            actions[i] = np.clip(self.queued[i][0], -1.0, 1.0)
-            self.queued[i] = self.queued[i][1:]
-            self.experts[i].act(self.current[i])  # the tracking expert follows the episode step by step
-            obs_i, _, terminated, truncated, _ = self.shadows[i].step(actions[i])
-            self.current[i] = obs_i
-            self.ended[i] = terminated or truncated
-        return actions
-
-    def close(self) -> None:
-        for env in self.shadows:
-            env.close()
-
-    # -- shadows ------------------------------------------------------------------------------------
-
-    def _start_episode(self, i: int, seed: int | None) -> None:
-        self.current[i], _ = self.shadows[i].reset(seed=seed)
-        self.experts[i].reset()
-        self.ended[i] = False
-        self.queued[i] = np.zeros((0, ACTION_DIM), np.float32)
-
-    def _check_lock_step(self, i: int, image: np.ndarray) -> None:
-        if np.array_equal(self.current[i]["image"], image):
-            return
-        self.mismatches += 1
-        if not self._warned:
-            self._warned = True
-            diff = np.abs(self.current[i]["image"].astype(int) - image.astype(int)).max()
-            logger.warning(
-                "oracle-video: the shadow of environment %d no longer matches the real one (max pixel difference "
-                "%d, episode seed scheme seed_start + n * num_envs + i with seed_start=%d, num_envs=%d). The "
-                "state cannot be re-synced from an image: the oracle now plans from the shadow's state, "
-                "so its score is no longer the oracle's.", i, diff, self.seed, self.num_envs)
-
-    def _snapshot(self, i: int) -> tuple:
-        env = self.shadows[i]
-        return copy.copy(env.data), env._steps, env._progress, list(env._caption_choice)
-
-    def _restore(self, i: int, snapshot: tuple) -> None:
-        env = self.shadows[i]
-        data, env._steps, env._progress, env._caption_choice = snapshot
-        mujoco.mj_copyData(env.data, env.model, data)
+    def plan(self, need: list[int]) -> None:
+        clips = np.stack([np.concatenate([self.current[i]["image"][None], self._expert_future(i)]) for i in need])
+        states = torch.from_numpy(np.stack([proprioception(self.current[i]) for i in need])).to(self.device)
+        chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
+        for i, clip, chunk in zip(need, clips, chunks):
+            self.last_future_frames[i] = clip[1:]
+            self.queued[i] = chunk[: self.replan_every]
 
     def _expert_future(self, i: int) -> np.ndarray:
         """(K, H, W, 3) uint8: the frames the scripted expert produces from the shadow's exact state."""
@@ -220,3 +267,51 @@ class OracleVideoPolicy:
             self._restore(i, snapshot)
         self.last_expert_actions[i] = np.stack(actions)
         return np.stack(frames)
+
+
+class OracleCaptionPolicy(ShadowedPolicy):
+    """The planner told the true caption of the event in progress (see the module docstring): its VDM
+    and IDM plan as ``PlannerPolicy`` would, with the VLM left out.
+
+    Args:
+        task (`str`), num_envs (`int`), seed (`int`, defaults to 0), split (`str`, defaults to
+            `"heldout"`), image_size (`int`, defaults to 64), max_episode_steps (`int`, *optional*): as
+            for :class:`OracleVideoPolicy`. ``seed`` also seeds the first plan's noise, later plans the
+            following seeds, as ``PlannerPolicy``.
+        model (`str`): planner checkpoint folder.
+        backend (`str`, defaults to `"onnxruntime"`), device (`str`, defaults to `"cpu"`): the planner's.
+        replan_every (`int`, *optional*): steps between plans, in [1, K]; by default K // 2.
+        steps (`int`, *optional*): denoising steps; the checkpoint's default otherwise.
+    """
+
+    def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
+                 backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
+                 steps: int | None = None, split: str = "heldout", image_size: int = 64,
+                 max_episode_steps: int | None = None):
+        from vans_engine.planner import Planner
+
+        if model is None:
+            raise ValueError("the oracle-caption policy needs --model DIR (a planner checkpoint)")
+        self.planner = Planner.from_pretrained(model, backend=backend, device=device)
+        if self.planner.config.image_size != image_size:
+            raise ValueError(f"the planner in {model} takes {self.planner.config.image_size}-pixel images, "
+                             f"the environments render {image_size}")
+        self.replan_every = _check_replan_every(replan_every, self.planner.config.future_frames)
+        if steps is not None and steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.steps, self.plan_seed = steps, int(seed)
+        self.last_captions: list[str | None] = [None] * num_envs  # the caption of each environment's last plan
+        # the context clip is the shadow's last frames: as PlannerPolicy, the first frame pads a young episode
+        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps,
+                         history=self.planner.config.context_frames)
+
+    def plan(self, need: list[int]) -> None:
+        captions = [self.current_info[i]["caption"] for i in need]
+        plans = self.planner.plan_batch(np.stack([np.stack(list(self.history[i])) for i in need]),
+                                        [self.shadows[i].instruction for i in need], steps=self.steps,
+                                        seed=self.plan_seed, captions=captions,
+                                        states=np.stack([proprioception(self.current[i]) for i in need]))
+        self.plan_seed += 1
+        for i, plan, caption in zip(need, plans, captions):
+            self.queued[i] = plan.actions[: self.replan_every]
+            self.last_captions[i] = caption
