@@ -27,21 +27,36 @@ def idm_folder(tmp_path_factory):
     return folder
 
 
-def test_options_are_checked(idm_folder):
-    from vans_training.policies import OracleVideoPolicy
+@pytest.fixture(scope="module")
+def planner_folder(tmp_path_factory):
+    from vans_engine.testing import tiny_checkpoint
 
-    with pytest.raises(ValueError, match="needs --model"):
-        OracleVideoPolicy(TASK, 1)
-    with pytest.raises(ValueError, match="split"):
-        OracleVideoPolicy(TASK, 1, model=str(idm_folder), split="test")
-    with pytest.raises(ValueError, match="image_size"):
-        OracleVideoPolicy(TASK, 1, model=str(idm_folder), image_size=100)
-    with pytest.raises(ValueError, match="takes 64-pixel"):
-        OracleVideoPolicy(TASK, 1, model=str(idm_folder), image_size=128)
-    with pytest.raises(ValueError, match="replan_every"):
-        OracleVideoPolicy(TASK, 1, model=str(idm_folder), replan_every=9)
-    with pytest.raises(ValueError, match="neither a planner checkpoint"):
-        OracleVideoPolicy(TASK, 1, model=str(idm_folder.parent))
+    return tiny_checkpoint(tmp_path_factory.mktemp("planner") / "ckpt", idm_state=True)
+
+
+# (policy, model: None, "idm", "planner" or "not a model", other options, the error it must raise)
+BAD_OPTIONS = [
+    ("OracleVideoPolicy", None, {}, "needs --model"),
+    ("OracleVideoPolicy", "idm", {"split": "test"}, "split"),
+    ("OracleVideoPolicy", "idm", {"image_size": 100}, "image_size"),
+    ("OracleVideoPolicy", "idm", {"image_size": 128}, "takes 64-pixel"),
+    ("OracleVideoPolicy", "idm", {"replan_every": 9}, "replan_every"),
+    ("OracleVideoPolicy", "not a model", {}, "neither a planner checkpoint"),
+    ("OracleCaptionPolicy", None, {}, "needs --model"),
+    ("OracleCaptionPolicy", "planner", {"split": "test"}, "split"),
+    ("OracleCaptionPolicy", "planner", {"image_size": 128}, "takes 64-pixel"),
+    ("OracleCaptionPolicy", "planner", {"replan_every": 9}, "replan_every"),
+    ("OracleCaptionPolicy", "planner", {"steps": 0}, "steps"),
+]
+
+
+@pytest.mark.parametrize("policy, model, options, message", BAD_OPTIONS)
+def test_options_are_checked(policy, model, options, message, idm_folder, planner_folder):
+    from vans_training import policies
+
+    folders = {None: None, "idm": str(idm_folder), "planner": str(planner_folder), "not a model": str(idm_folder.parent)}
+    with pytest.raises(ValueError, match=message):
+        getattr(policies, policy)(TASK, 1, model=folders[model], **options)
 
 
 def test_shadow_stays_in_lock_step_through_an_episode_and_its_autoreset(idm_folder):
@@ -130,13 +145,6 @@ def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
     assert oracle.mismatches == 0
 
 
-@pytest.fixture(scope="module")
-def planner_folder(tmp_path_factory):
-    from vans_engine.testing import tiny_checkpoint
-
-    return tiny_checkpoint(tmp_path_factory.mktemp("planner") / "ckpt", idm_state=True)
-
-
 @pytest.mark.parametrize("policy", ["oracle-video", "oracle-caption"])
 def test_scored_through_the_vans_sim_cli(policy, planner_folder, tmp_path, caplog):
     from vans_sim.cli import main
@@ -149,21 +157,6 @@ def test_scored_through_the_vans_sim_cli(policy, planner_folder, tmp_path, caplo
     report = json.loads((out / "report.json").read_text())
     assert report["policy"] == policy and report["tasks"][TASK]["episodes"] == 2
     assert "no longer matches" not in caplog.text
-
-
-def test_oracle_caption_options_are_checked(planner_folder):
-    from vans_training.policies import OracleCaptionPolicy
-
-    with pytest.raises(ValueError, match="needs --model"):
-        OracleCaptionPolicy(TASK, 1)
-    with pytest.raises(ValueError, match="takes 64-pixel"):
-        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), image_size=128)
-    with pytest.raises(ValueError, match="replan_every"):
-        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), replan_every=9)
-    with pytest.raises(ValueError, match="steps"):
-        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), steps=0)
-    with pytest.raises(ValueError, match="split"):
-        OracleCaptionPolicy(TASK, 1, model=str(planner_folder), split="test")
 
 
 def test_oracle_caption_plans_with_the_true_caption_from_the_true_context(planner_folder):
