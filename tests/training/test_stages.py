@@ -334,6 +334,17 @@ def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_p
     assert (tmp_path / "eval" / "samples.gif").stat().st_size > 0
 
 
+def test_evaluation_with_recorded_captions_leaves_the_vlm_out(assembled, dataset, tmp_path):
+    from vans_training.evaluate import evaluate
+
+    result = evaluate(assembled, dataset, tmp_path / "eval", split="all", samples=6, batch_size=3,
+                      recorded_captions=True)
+    # the planner was handed the recorded captions, so they score perfectly against themselves
+    assert result["recorded_captions"] is True and result["rouge_l"] == pytest.approx(1.0)
+    assert all(e["predicted"] == e["recorded"] for e in result["examples"])
+    assert "recorded captions" in (tmp_path / "eval" / "eval.md").read_text()
+
+
 def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="unknown VDMTrainConfig fields \\['max_step'\\]"):
         load_config(VDMTrainConfig, CONFIGS / "vdm.yaml", ["max_step=3"])

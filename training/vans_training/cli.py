@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--backend", default="torch", help="planner backend: torch or onnxruntime")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recorded-captions", action="store_true",
+                   help="condition the VDM on each sample's recorded caption instead of the VLM's, to measure "
+                        "what the VLM's caption errors cost the frames and the plans")
 
     p = sub.add_parser("compare", help="next-event table of several eval outputs side by side (OUT.md, OUT.png)")
     p.add_argument("--run", dest="runs", action="append", required=True, metavar="NAME=DIR",
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             from vans_training.evaluate import evaluate
 
             evaluate(args.model, args.data, args.out, split=args.split, steps=args.steps, samples=args.samples,
-                     batch_size=args.batch_size, backend=args.backend, seed=args.seed)
+                     batch_size=args.batch_size, backend=args.backend, seed=args.seed,
+                     recorded_captions=args.recorded_captions)
     except (ValueError, FileNotFoundError) as error:
         print(f"vans-train: error: {error}", file=sys.stderr)
         return 2
