@@ -14,6 +14,15 @@ import numpy as np
 from vans_engine.planner import Planner
 
 
+
+def check_replan_every(replan_every: int | None, future_frames: int) -> int:
+    """``replan_every`` (half the K predicted frames when not given), checked to be in [1, K]."""
+    replan_every = replan_every or max(1, future_frames // 2)
+    if not 1 <= replan_every <= future_frames:
+        raise ValueError(f"replan_every must be in [1, {future_frames}], got {replan_every}")
+    return replan_every
+
+
 class PlannerPolicy:
     """Args:
         task (`str`): the vans_sim task; its instruction is what the planner is told.
@@ -43,9 +52,7 @@ class PlannerPolicy:
         self.proprioception = proprioception  # the IDM's state from an observation
         self.num_envs = num_envs
         self.context_frames = self.planner.config.context_frames
-        self.replan_every = replan_every or max(1, self.planner.config.future_frames // 2)
-        if not 1 <= self.replan_every <= self.planner.config.future_frames:
-            raise ValueError(f"replan_every must be in [1, {self.planner.config.future_frames}], got {self.replan_every}")
+        self.replan_every = check_replan_every(replan_every, self.planner.config.future_frames)
         if reuse_caption < 0:
             raise ValueError(f"reuse_caption must be >= 0, got {reuse_caption}")
         self.steps = steps

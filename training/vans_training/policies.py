@@ -196,14 +196,6 @@ class ShadowedPolicy:
         mujoco.mj_copyData(env.data, env.model, data)
 
 
-def _check_replan_every(replan_every: int | None, future_frames: int) -> int:
-    """``replan_every`` (K // 2 when not given, as the planner policy), checked to be in [1, K]."""
-    replan_every = replan_every or max(1, future_frames // 2)
-    if not 1 <= replan_every <= future_frames:
-        raise ValueError(f"replan_every must be in [1, {future_frames}], got {replan_every}")
-    return replan_every
-
-
 class OracleVideoPolicy(ShadowedPolicy):
     """The IDM on the scripted expert's true next K frames (see the module docstring).
 
@@ -228,6 +220,8 @@ class OracleVideoPolicy(ShadowedPolicy):
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, backend: str = "torch",
                  device: str = "cpu"):
+        from vans_engine.policy import check_replan_every  # imported here, as in load_idm
+
         if model is None:
             raise ValueError("the oracle-video policy needs --model DIR (a planner checkpoint or an IDM folder)")
         if backend != "torch":
@@ -241,7 +235,7 @@ class OracleVideoPolicy(ShadowedPolicy):
         if self.idm.config.image_size != image_size:
             raise ValueError(f"the IDM in {model} takes {self.idm.config.image_size}-pixel images, "
                              f"the environments render {image_size}")
-        self.replan_every = _check_replan_every(replan_every, self.future_frames)
+        self.replan_every = check_replan_every(replan_every, self.future_frames)
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
         self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
 
@@ -289,6 +283,7 @@ class OracleCaptionPolicy(ShadowedPolicy):
                  steps: int | None = None, split: str = "heldout", image_size: int = 64,
                  max_episode_steps: int | None = None):
         from vans_engine.planner import Planner
+        from vans_engine.policy import check_replan_every
 
         if model is None:
             raise ValueError("the oracle-caption policy needs --model DIR (a planner checkpoint)")
@@ -296,7 +291,7 @@ class OracleCaptionPolicy(ShadowedPolicy):
         if self.planner.config.image_size != image_size:
             raise ValueError(f"the planner in {model} takes {self.planner.config.image_size}-pixel images, "
                              f"the environments render {image_size}")
-        self.replan_every = _check_replan_every(replan_every, self.planner.config.future_frames)
+        self.replan_every = check_replan_every(replan_every, self.planner.config.future_frames)
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.steps, self.plan_seed = steps, int(seed)
