@@ -234,6 +234,50 @@ def test_idm_trains_on_the_planners_generated_futures(assembled, trained, datase
     assert np.isfinite(last["chunk_mse_generated"]) and np.isfinite(last["chunk_mse"])
     with pytest.raises(ValueError, match="generated_future_fraction needs generated_future_model"):
         IDMTrainConfig(generated_future_fraction=0.5)
+    with pytest.raises(ValueError, match="generated_future_captions"):
+        IDMTrainConfig(generated_future_captions="true")
+
+
+def test_idm_generated_futures_from_the_vlms_captions_are_the_planners_own(assembled, dataset, tmp_path):
+    from vans_engine.planner import Planner
+
+    config = IDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "vlm"), **COMMON,
+                            generated_future_model=str(assembled), generated_future_fraction=1.0,
+                            generated_future_captions="vlm")
+    stage = get_stage("idm")(config, torch.device("cpu"))
+    batch = stage.valid_data.batch(np.arange(3))
+    rendered = stage.render_futures(batch, np.ones(3, bool), seed=5)
+    plans = Planner.from_pretrained(assembled).plan_batch(batch.context, batch.instructions, seed=5,
+                                                          states=batch.state[:, 0])
+    np.testing.assert_array_equal(rendered.future, np.stack([plan.frames for plan in plans]))
+    np.testing.assert_array_equal(rendered.actions, batch.actions)
+
+
+def test_planner_driven_dagger_executes_the_planners_plans(assembled, dataset, tmp_path):
+    from vans_engine.planner import Planner
+    from vans_sim.env import RoboDeskEnv, proprioception
+
+    from vans_training.dagger import record_dagger
+    from vans_training.data import NextEventData
+
+    stats = record_dagger(assembled, dataset, tmp_path / "dagger", seed_start=1008, episodes_per_task=1,
+                          idm_fraction=1.0, tasks=["push_red"], max_episode_steps=12, progress=False,
+                          driver="planner")
+    assert stats == {"branches": 3, "steps": 36, "successes": 0, "episodes": 1}
+    extended = NextEventData(tmp_path / "dagger", "train", context_frames=1, anchor_every=2,
+                             successful_only=False, include_perturbed=True)
+    # the second branch starts where the planner's first plan (from the reset frame, repeated) took the arm
+    planner, env = Planner.from_pretrained(assembled), RoboDeskEnv("push_red", image_size=64, split="train")
+    obs, _ = env.reset(seed=1010)
+    plan = planner.plan(np.stack([obs["image"]] * planner.config.context_frames), env.instruction, seed=0,
+                        state=proprioception(obs))
+    for action in plan.actions[: planner.config.future_frames // 2]:
+        obs, *_ = env.step(np.clip(action, -1.0, 1.0).astype(np.float32))
+    env.close()
+    second = extended.batch(np.array([len(extended) - 2 * 6]))  # 6 anchors (every 2 steps) a branch
+    np.testing.assert_array_equal(second.context[0, -1], obs["image"])
+    with pytest.raises(ValueError, match="driver must be one of"):
+        record_dagger(assembled, dataset, tmp_path / "bad", seed_start=1008, episodes_per_task=1, driver="vlm")
 
 
 def test_unrolled_sampler_is_the_deployed_sampler_with_gradients():

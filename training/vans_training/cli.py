@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, required=True, help="denoising steps the planner uses by default")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
 
-    p = sub.add_parser("dagger", help="one DAgger round: roll the oracle-video loop with an IDM on train scenes "
-                       "and add the scripted expert's branches from the states it reaches to a dataset")
+    p = sub.add_parser("dagger", help="one DAgger round: roll the oracle-video loop with an IDM (or the whole "
+                       "planner) on train scenes and add the scripted expert's branches from the states it reaches "
+                       "to a dataset")
     p.add_argument("--model", required=True, help="IDM folder or planner checkpoint that drives the loop")
+    p.add_argument("--driver", choices=("idm", "planner"), default="idm",
+                   help="idm: the IDM on the expert's true future frames; planner: the planner from its camera "
+                        "history (VLM, VDM and IDM, --model a planner checkpoint)")
     p.add_argument("--base", required=True, help="vans-sim record dataset (train split) to copy and extend")
     p.add_argument("--out", required=True, help="output dataset folder (or .hdf5)")
     p.add_argument("--seed-start", type=int, required=True, help="first episode seed (use seeds no dataset holds)")
@@ -129,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(1)
             tasks = None if args.tasks == "all" else args.tasks.split(",")
             print(record_dagger(args.model, args.base, args.out, args.seed_start, args.episodes, args.idm_fraction,
-                                tasks))
+                                tasks, driver=args.driver))
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 

@@ -213,10 +213,13 @@ class IDMTrainConfig(TrainConfig):
         init_from (`str`): an IDM folder (or an idm stage's output) to start from instead of random
             weights, for fine-tuning.
         generated_future_model (`str`): a planner checkpoint whose VDM renders, from a sample's context
-            and its recorded caption, the future frames that ``generated_future_fraction`` of the clips
-            are trained on instead of the recorded ones: the planner feeds the IDM its VDM's frames, whose
-            motion is fainter and less exact than a camera's, and the recorded actions stay the labels.
+            and a caption, the future frames that ``generated_future_fraction`` of the clips are trained
+            on instead of the recorded ones: the planner feeds the IDM its VDM's frames, whose motion is
+            fainter and less exact than a camera's, and the recorded actions stay the labels.
         generated_future_fraction (`float`): share of training clips with generated futures (0 = off).
+        generated_future_captions (`str`): the caption the VDM renders from: ``"recorded"`` (the event's
+            true caption) or ``"vlm"`` (the checkpoint's VLM names it from the context, as the deployed
+            planner does, mistakes included).
     """
 
     output_dir: str = "runs/idm"
@@ -230,9 +233,13 @@ class IDMTrainConfig(TrainConfig):
     init_from: str = ""
     generated_future_model: str = ""
     generated_future_fraction: float = 0.0
+    generated_future_captions: str = "recorded"
 
     def __post_init__(self):
         super().__post_init__()
+        if self.generated_future_captions not in ("recorded", "vlm"):
+            raise ValueError(f"generated_future_captions must be 'recorded' or 'vlm', "
+                             f"got {self.generated_future_captions!r}")
         if not 0.0 <= self.generated_future_fraction <= 1.0:
             raise ValueError(f"generated_future_fraction must be in [0, 1], got {self.generated_future_fraction}")
         if self.generated_future_fraction and not self.generated_future_model:

@@ -1,8 +1,14 @@
 """DAgger for the inverse-dynamics head: expert corrections from the states the IDM itself reaches.
 
 ``vans-train dagger`` runs one round; ``vans-train idm`` then trains on the extended dataset
-(``training/configs/idm_shift_dagger.yaml`` and ``idm_shift_dagger2.yaml`` hold the two rounds behind
-``models/vans-desk-64``'s IDM).
+(``training/configs/idm_pooled_dagger.yaml`` and ``idm_pooled_dagger2.yaml`` hold the two rounds behind
+``models/vans-desk-64``'s IDM). Two drivers roll the loop:
+
+- ``idm``: the IDM on the expert branch's true future frames (the oracle video), which corrects the
+  IDM where its own small errors take the gripper;
+- ``planner``: the whole planner (VLM caption, VDM frames, IDM) from its own camera history, which
+  collects the states the deployed planner reaches, for an IDM trained on the VDM's frames there
+  (``generated_future_fraction``).
 """
 
 from __future__ import annotations
@@ -25,24 +31,59 @@ from vans_training.data import seed_split
 from vans_training.policies import frames_to_tensor, load_idm
 
 
+DRIVERS = ("idm", "planner")
+
+
+class PlannerDriver:
+    """The deployed planner as the DAgger loop's driver: its chunk from the last ``context_frames``
+    camera frames (the first frame repeated at an episode's start, as ``PlannerPolicy`` does), the
+    instruction and the proprioception."""
+
+    def __init__(self, model: str | Path):
+        from vans_engine.planner import Planner
+
+        self.planner = Planner.from_pretrained(model)
+        self.history: list[np.ndarray] = []
+        self.seed = 0
+
+    def observe(self, obs: dict[str, np.ndarray], first: bool) -> None:
+        context = self.planner.config.context_frames
+        self.history = [obs["image"]] * context if first else [*self.history[1 - context:], obs["image"]]
+
+    def chunk(self, obs: dict[str, np.ndarray], instruction: str) -> np.ndarray:
+        plan = self.planner.plan(np.stack(self.history), instruction, seed=self.seed, state=proprioception(obs))
+        self.seed += 1
+        return plan.actions
+
+
 def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_start: int, episodes_per_task: int,
                   idm_fraction: float = 0.8, tasks: list[str] | None = None, max_episode_steps: int | None = None,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, driver: str = "idm") -> dict:
     """One DAgger round for the IDM, on **train-split** scenes only; writes ``base`` plus the corrections.
 
-    The oracle-video loop (:mod:`vans_training.policies`) is rolled with the IDM in ``model``: every
-    K // 2 steps the scripted expert's branch of K + 4 steps from the state actually reached (its frames,
-    actions and proprioception) is stored as a short episode, then the IDM's chunk on that branch's
-    first K frames is executed (the expert's own chunk instead, with probability ``1 - idm_fraction``,
-    so that later phases of the task are reached too). Branches are marked ``perturbed`` and not
-    ``successful``, so only the IDM stage (``include_perturbed=True``) reads them. Episode seeds count up
-    from ``seed_start``, skipping those that the valid and test splits own (ending in 8 or 9).
+    The loop is rolled with ``model``: every K // 2 steps the scripted expert's branch of K + 4 steps
+    from the state actually reached (its frames, actions and proprioception) is stored as a short
+    episode, then the driver's chunk is executed (the expert's own chunk instead, with probability
+    ``1 - idm_fraction``, so that later phases of the task are reached too). With ``driver="idm"`` the
+    chunk is the IDM's on that branch's first K frames (the oracle-video loop of
+    :mod:`vans_training.policies`; ``model`` is an IDM folder or a planner checkpoint); with
+    ``driver="planner"`` it is the planner's plan from the frames the camera saw (``model`` is a planner
+    checkpoint). Branches are marked ``perturbed`` and not ``successful``, so only the IDM stage
+    (``include_perturbed=True``) reads them. Episode seeds count up from ``seed_start``, skipping those
+    that the valid and test splits own (ending in 8 or 9).
 
     Returns ``{"branches", "steps", "successes", "episodes"}``.
     """
     if not 0.0 <= idm_fraction <= 1.0:
         raise ValueError(f"idm_fraction must be in [0, 1], got {idm_fraction}")
-    idm, k = load_idm(model)
+    if driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {DRIVERS}, got {driver!r}")
+    if driver == "planner":
+        planner = PlannerDriver(model)
+        k, image_size = planner.planner.config.future_frames, planner.planner.config.image_size
+    else:
+        idm, k = load_idm(model)
+        image_size = idm.config.image_size
     replan, branch_steps = max(1, k // 2), k + 4
     seeds = [s for s in range(seed_start, seed_start + 10 * episodes_per_task) if seed_split(s) == "train"]
     seeds = seeds[:episodes_per_task]
@@ -55,12 +96,14 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
         data = f["data"]
         count, names = len(data), []
         for task in tasks or list(TASKS):
-            env = RoboDeskEnv(task, image_size=idm.config.image_size, split="train",
+            env = RoboDeskEnv(task, image_size=image_size, split="train",
                               max_episode_steps=max_episode_steps)
             for seed in seeds:
                 obs, info = env.reset(seed=seed)
                 expert = ScriptedExpert(task)
                 expert.reset()
+                if driver == "planner":
+                    planner.observe(obs, first=True)
                 done = False
                 while not done:
                     # 1. the expert's branch from the state reached, stored as an episode
@@ -92,17 +135,21 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
                     count += 1
                     stats["branches"] += 1
                     stats["steps"] += branch_steps
-                    # 2. execute the IDM's chunk (or the expert's); the tracking expert follows every step
-                    if rng.random() < idm_fraction:
+                    # 2. execute the driver's chunk (or the expert's); the tracking expert follows every step
+                    if rng.random() >= idm_fraction:
+                        chunk = np.stack(ep["actions"][:k])
+                    elif driver == "planner":
+                        chunk = planner.chunk(obs, env.instruction)
+                    else:
                         clip = np.stack(ep["obs"]["image"][: k + 1])[None]
                         with torch.no_grad():
                             state = torch.from_numpy(proprioception(obs)[None])
                             chunk = idm.predict_action_chunk(frames_to_tensor(clip), state)[0].float().numpy()
-                    else:
-                        chunk = np.stack(ep["actions"][:k])
                     for action in chunk[:replan]:
                         expert.act(obs)
                         obs, _, terminated, truncated, info = env.step(np.clip(action, -1.0, 1.0).astype(np.float32))
+                        if driver == "planner":
+                            planner.observe(obs, first=False)
                         if terminated or truncated:
                             done = True
                             stats["successes"] += bool(terminated)
@@ -117,6 +164,6 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
         f["mask"].create_dataset("train", data=np.array(train, dtype="S"))
         f["data"].attrs["dagger_rounds"] = json.dumps(
             json.loads(f["data"].attrs.get("dagger_rounds", "[]"))
-            + [{"model": str(model), "seed_start": seed_start, "episodes_per_task": episodes_per_task,
+            + [{"model": str(model), "driver": driver, "seed_start": seed_start, "episodes_per_task": episodes_per_task,
                 "idm_fraction": idm_fraction, **stats}])
     return stats

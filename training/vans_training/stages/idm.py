@@ -8,8 +8,9 @@ plus noise) widen the actions seen beyond the expert's. The future frames are de
 Optional per-clip augmentations (``random_shift``, ``photometric_jitter``) move and recolour whole
 clips alike, so that the actions stay right while scenes look like ones the train split never shows.
 With ``generated_future_fraction``, a share of the clips carry the planner's own VDM frames (rendered
-from the recorded caption) in place of the recorded future, labelled with the recorded actions, so the
-head learns to act on the frames it will actually be given.
+from the recorded caption, or from its VLM's) in place of the recorded future, labelled with the
+recorded actions, so the head learns to act on the frames it will actually be given. On a dataset
+extended by ``vans-train dagger --driver planner`` those clips start where the planner itself goes.
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ class IDMStage(Stage):
         if not chosen.any():
             return batch
         picked = np.flatnonzero(chosen)
+        # captions=None: the VLM names the event, as in the deployed planner
+        captions = [batch.captions[i] for i in picked] if self.config.generated_future_captions == "recorded" else None
         plans = self.renderer.plan_batch(batch.context[picked], [batch.instructions[i] for i in picked],
-                                         captions=[batch.captions[i] for i in picked], seed=seed,
+                                         captions=captions, seed=seed,
                                          states=batch.state[picked, 0])
         future = batch.future.copy()
         future[chosen] = np.stack([plan.frames for plan in plans])
