@@ -65,6 +65,10 @@ class PlannerConfig:
         max_caption_tokens (`int`): longest caption the VLM writes.
         vdm_prediction (`str`): what the VDM transformer outputs, ``"velocity"`` or
             ``"current_frame_residual"`` (see ``vans_engine.models.vdm.parameterization``).
+        motion_gain (`float`): factor on the IDM's dx, dy, dz before they are clipped to [-1, 1]. An IDM
+            trained by mean squared error on frames that show the motion only in part predicts the mean
+            of the motions they allow, shorter than any one of them; a gain above 1 gives the arm back
+            its speed. 1 leaves the IDM's actions as they are; the gripper command is never scaled.
     """
 
     image_size: int = 64
@@ -75,9 +79,12 @@ class PlannerConfig:
     control_period_s: float = 0.05
     max_caption_tokens: int = 20
     vdm_prediction: str = "velocity"
+    motion_gain: float = 1.0
 
     def __post_init__(self):
         check_prediction(self.vdm_prediction)
+        if not self.motion_gain > 0:
+            raise ValueError(f"motion_gain must be > 0, got {self.motion_gain}")
         for name in ("image_size", "context_frames", "future_frames", "num_inference_steps", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -384,6 +391,9 @@ class Planner:
         if states is not None:
             idm_inputs["state"] = np.repeat(states, num_samples, axis=0)
         actions = next(iter(self._idm(**idm_inputs).values()))
+        if self.config.motion_gain != 1.0:
+            actions = actions.copy()
+            actions[..., :3] = np.clip(actions[..., :3] * self.config.motion_gain, -1.0, 1.0)
         timings["idm"] = (time.perf_counter() - t0) * 1000
         timings["total"] = (time.perf_counter() - started) * 1000
 

@@ -205,3 +205,22 @@ def test_a_planner_without_proprioception_ignores_a_state(ort_planner):
     assert not ort_planner.needs_state
     with_state = ort_planner.plan(clip(), INSTRUCTION, seed=0, state=np.array([0.1, 0.2, 0.5, 1.0], np.float32))
     np.testing.assert_array_equal(with_state.actions, ort_planner.plan(clip(), INSTRUCTION, seed=0).actions)
+
+
+def test_motion_gain_scales_the_motion_and_leaves_the_gripper(checkpoint, ort_planner, tmp_path):
+    def with_gain(gain):
+        target = tmp_path / f"gain{gain}"
+        shutil.copytree(checkpoint, target)
+        index = json.loads((target / "model_index.json").read_text())
+        index["planner"]["motion_gain"] = gain
+        (target / "model_index.json").write_text(json.dumps(index))
+        return target
+
+    base = ort_planner.plan(clip(), INSTRUCTION, seed=0)
+    gained = Planner.from_pretrained(with_gain(3.0), backend="onnxruntime").plan(clip(), INSTRUCTION, seed=0)
+    np.testing.assert_array_equal(gained.frames, base.frames)
+    np.testing.assert_allclose(gained.actions[:, :3], np.clip(3.0 * base.actions[:, :3], -1, 1), atol=1e-6)
+    np.testing.assert_array_equal(gained.actions[:, 3], base.actions[:, 3])
+    assert np.abs(gained.actions[:, :3]).max() <= 1
+    with pytest.raises(ValueError, match="motion_gain must be > 0"):
+        Planner.from_pretrained(with_gain(0.0))
