@@ -216,6 +216,17 @@ def assembled(trained, tmp_path_factory) -> Path:
                     tmp_path_factory.mktemp("planner") / "planner", alignment=trained["alignment"])
 
 
+def test_assembled_checkpoint_keeps_the_motion_gain(trained, tmp_path):
+    from vans_engine.planner import Planner
+
+    from vans_training.cli import main
+
+    out = tmp_path / "gained"
+    assert main(["assemble", "--vlm", str(trained["vlm-sft"]), "--vdm", str(trained["distill"]), "--idm",
+                 str(trained["idm"]), "--steps", "1", "--motion-gain", "1.5", "--out", str(out)]) == 0
+    assert Planner.from_pretrained(out).config.motion_gain == 1.5
+
+
 def test_idm_trains_on_the_planners_generated_futures(assembled, trained, dataset, tmp_path):
     config = IDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "generated"),
                             **{**COMMON, "batch_size": 4, "eval_samples": 8}, max_steps=2, eval_freq=2, save_freq=2,

@@ -53,8 +53,8 @@ def stage_record(path: str | Path) -> dict:
 
 
 def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out: str | Path,
-             alignment: str | Path | None = None) -> Path:
-    """Write the planner checkpoint ``out``; returns it."""
+             alignment: str | Path | None = None, motion_gain: float = 1.0) -> Path:
+    """Write the planner checkpoint ``out``; returns it. ``motion_gain`` is ``PlannerConfig.motion_gain``."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     out = Path(out)
@@ -68,7 +68,8 @@ def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out:
                            context_frames=sizes.get("context_frames", PlannerConfig.context_frames),
                            future_frames=sizes.get("future_frames", PlannerConfig.future_frames),
                            num_inference_steps=steps,
-                           vdm_prediction=trained_prediction(vdm_folder) or "velocity")
+                           vdm_prediction=trained_prediction(vdm_folder) or "velocity",
+                           motion_gain=motion_gain)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idm", required=True, help="idm output folder (or an IDM folder)")
     p.add_argument("--alignment", help="alignment output folder; copied beside the components")
     p.add_argument("--steps", type=int, required=True, help="denoising steps the planner uses by default")
+    p.add_argument("--motion-gain", type=float, default=1.0,
+                   help="factor on the IDM's dx, dy, dz in every plan (PlannerConfig.motion_gain; 1 = as predicted)")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
 
     p = sub.add_parser("dagger", help="one DAgger round: roll the oracle-video loop with an IDM (or the whole "
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 
-            print(f"wrote {assemble(args.vlm, args.vdm, args.idm, args.steps, args.out, args.alignment)}")
+            out = assemble(args.vlm, args.vdm, args.idm, args.steps, args.out, args.alignment, args.motion_gain)
+            print(f"wrote {out}")
         else:
             from vans_training.evaluate import evaluate
 
