@@ -92,6 +92,16 @@ class PlannerConfig:
             raise ValueError("context_frames must not exceed future_frames (the VDM lays the context on the K slots)")
 
 
+def scale_motion(actions: np.ndarray, gain: float) -> np.ndarray:
+    """``(..., action_dim)`` actions with dx, dy, dz multiplied by ``gain`` and clipped to [-1, 1]; the
+    gripper command is left as it is (``PlannerConfig.motion_gain``)."""
+    if gain == 1.0:
+        return actions
+    scaled = np.array(actions, copy=True)
+    scaled[..., :3] = np.clip(scaled[..., :3] * gain, -1.0, 1.0)
+    return scaled
+
+
 @dataclass
 class Plan:
     """One answer to "what happens next?".
@@ -391,9 +401,7 @@ class Planner:
         if states is not None:
             idm_inputs["state"] = np.repeat(states, num_samples, axis=0)
         actions = next(iter(self._idm(**idm_inputs).values()))
-        if self.config.motion_gain != 1.0:
-            actions = actions.copy()
-            actions[..., :3] = np.clip(actions[..., :3] * self.config.motion_gain, -1.0, 1.0)
+        actions = scale_motion(actions, self.config.motion_gain)
         timings["idm"] = (time.perf_counter() - t0) * 1000
         timings["total"] = (time.perf_counter() - started) * 1000
 

@@ -42,6 +42,7 @@ BAD_OPTIONS = [
     ("OracleVideoPolicy", "idm", {"image_size": 128}, "takes 64-pixel"),
     ("OracleVideoPolicy", "idm", {"replan_every": 9}, "replan_every"),
     ("OracleVideoPolicy", "not a model", {}, "neither a planner checkpoint"),
+    ("OracleVideoPolicy", "idm", {"motion_gain": 0.0}, "motion_gain must be > 0"),
     ("OracleCaptionPolicy", None, {}, "needs --model"),
     ("OracleCaptionPolicy", "planner", {"split": "test"}, "split"),
     ("OracleCaptionPolicy", "planner", {"image_size": 128}, "takes 64-pixel"),
@@ -143,6 +144,26 @@ def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
     assert expected[0] == [True, True]
     assert rollout(oracle) == expected  # the same episodes, step for step
     assert oracle.mismatches == 0
+
+
+def test_oracle_motion_gain_scales_the_idms_motion_not_its_gripper(idm_folder):
+    from vans_training.policies import OracleVideoPolicy
+
+    env = RoboDeskEnv(task=TASK, split="heldout")
+    obs, _ = env.reset(seed=5)
+    env.close()
+    batch = {k: v[None] for k, v in obs.items()}
+    acted = []
+    for gain in (1.0, 3.0):
+        oracle = OracleVideoPolicy(TASK, 1, seed=5, model=str(idm_folder), motion_gain=gain)
+        oracle.idm = ExpertActionsIDM(oracle)
+        oracle.reset(np.arange(1))
+        acted.append(np.concatenate([oracle.act(batch), np.stack(oracle.queued[0])]))
+        oracle.close()
+    plain, gained = acted
+    np.testing.assert_allclose(gained[:, :3], np.clip(3.0 * plain[:, :3], -1.0, 1.0), atol=1e-6)
+    np.testing.assert_array_equal(gained[:, 3], plain[:, 3])
+    assert not np.array_equal(gained, plain)
 
 
 @pytest.mark.parametrize("policy", ["oracle-video", "oracle-caption"])

@@ -214,12 +214,14 @@ class OracleVideoPolicy(ShadowedPolicy):
         max_episode_steps (`int`, *optional*): the scored environments' horizon; the task's own by default.
         backend (`str`, defaults to `"torch"`): only ``"torch"``: the IDM runs in PyTorch.
         device (`str`, defaults to `"cpu"`): torch device of the IDM.
+        motion_gain (`float`, defaults to 1): factor on the IDM's dx, dy, dz, as ``PlannerConfig.motion_gain``
+            (a planner checkpoint's own gain is not applied unless given here).
     """
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, backend: str = "torch",
-                 device: str = "cpu"):
+                 device: str = "cpu", motion_gain: float = 1.0):
         from vans_engine.policy import check_replan_every  # imported here, as in load_idm
 
         if model is None:
@@ -236,16 +238,21 @@ class OracleVideoPolicy(ShadowedPolicy):
             raise ValueError(f"the IDM in {model} takes {self.idm.config.image_size}-pixel images, "
                              f"the environments render {image_size}")
         self.replan_every = check_replan_every(replan_every, self.future_frames)
+        if not motion_gain > 0:
+            raise ValueError(f"motion_gain must be > 0, got {motion_gain}")
+        self.motion_gain = motion_gain
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
         self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
 
     def plan(self, need: list[int]) -> None:
+        from vans_engine.planner import scale_motion  # imported here, as in load_idm
+
         clips = np.stack([np.concatenate([self.current[i]["image"][None], self._expert_future(i)]) for i in need])
         states = torch.from_numpy(np.stack([proprioception(self.current[i]) for i in need])).to(self.device)
         chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
         for i, clip, chunk in zip(need, clips, chunks):
             self.last_future_frames[i] = clip[1:]
-            self.queued[i] = chunk[: self.replan_every]
+            self.queued[i] = scale_motion(chunk[: self.replan_every], self.motion_gain)
 
     def _expert_future(self, i: int) -> np.ndarray:
         """(K, H, W, 3) uint8: the frames the scripted expert produces from the shadow's exact state."""
