@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-start", type=int, required=True, help="first episode seed (use seeds no dataset holds)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per task")
     p.add_argument("--idm-fraction", type=float, default=0.8,
-                   help="share of plans executed with the IDM's chunk (the expert's otherwise)")
+                   help="share of plans executed with the driver's chunk (the expert's otherwise)")
     p.add_argument("--tasks", default="all", help="'all' or comma-separated task names")
 
     p = sub.add_parser("eval", help="next-event metrics of a planner checkpoint on held-out data")

@@ -48,7 +48,7 @@ class PlannerDriver:
 
     def observe(self, obs: dict[str, np.ndarray], first: bool) -> None:
         context = self.planner.config.context_frames
-        self.history = [obs["image"]] * context if first else [*self.history[1 - context:], obs["image"]]
+        self.history = [obs["image"]] * context if first else [*self.history, obs["image"]][-context:]
 
     def chunk(self, obs: dict[str, np.ndarray], instruction: str) -> np.ndarray:
         plan = self.planner.plan(np.stack(self.history), instruction, seed=self.seed, state=proprioception(obs))
