@@ -83,13 +83,19 @@ class PlannerConfig:
 
     def __post_init__(self):
         check_prediction(self.vdm_prediction)
-        if not self.motion_gain > 0:
-            raise ValueError(f"motion_gain must be > 0, got {self.motion_gain}")
+        check_motion_gain(self.motion_gain)
         for name in ("image_size", "context_frames", "future_frames", "num_inference_steps", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.context_frames > self.future_frames:
             raise ValueError("context_frames must not exceed future_frames (the VDM lays the context on the K slots)")
+
+
+def check_motion_gain(gain: float) -> float:
+    """``gain`` (``PlannerConfig.motion_gain``), checked to be > 0."""
+    if not gain > 0:
+        raise ValueError(f"motion_gain must be > 0, got {gain}")
+    return gain
 
 
 def scale_motion(actions: np.ndarray, gain: float) -> np.ndarray:

@@ -14,7 +14,6 @@ import numpy as np
 from vans_engine.planner import Planner
 
 
-
 def check_replan_every(replan_every: int | None, future_frames: int) -> int:
     """``replan_every`` (half the K predicted frames when not given), checked to be in [1, K]."""
     replan_every = replan_every or max(1, future_frames // 2)

@@ -222,7 +222,8 @@ class OracleVideoPolicy(ShadowedPolicy):
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, backend: str = "torch",
                  device: str = "cpu", motion_gain: float = 1.0):
-        from vans_engine.policy import check_replan_every  # imported here, as in load_idm
+        from vans_engine.planner import check_motion_gain  # imported here, as in load_idm
+        from vans_engine.policy import check_replan_every
 
         if model is None:
             raise ValueError("the oracle-video policy needs --model DIR (a planner checkpoint or an IDM folder)")
@@ -238,9 +239,7 @@ class OracleVideoPolicy(ShadowedPolicy):
             raise ValueError(f"the IDM in {model} takes {self.idm.config.image_size}-pixel images, "
                              f"the environments render {image_size}")
         self.replan_every = check_replan_every(replan_every, self.future_frames)
-        if not motion_gain > 0:
-            raise ValueError(f"motion_gain must be > 0, got {motion_gain}")
-        self.motion_gain = motion_gain
+        self.motion_gain = check_motion_gain(motion_gain)
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
         self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
 
