@@ -143,3 +143,62 @@ def test_pooled_encoder_reads_a_motion_alike_wherever_it_happens():
     assert moved_pooled < 0.5 * moved_flat
     with pytest.raises(ValueError, match="pooling"):
         IDMConfig(pooling="sum")
+
+
+def mixture_idm(**options) -> InverseDynamicsModel:
+    torch.manual_seed(0)
+    return InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, chunk_modes=3, **options)
+
+
+def test_mixture_head_runs_its_most_probable_mode(tmp_path):
+    """The planner's actions are the means of the likeliest mode, in torch and in ONNX Runtime."""
+    model = mixture_idm().eval()
+    torch.nn.init.normal_(model.chunk_mode_logits.weight, std=1.0)
+    frames = torch.rand(5, 9, 3, 64, 64) * 2 - 1
+    logits, means, log_std = model.chunk_mixture(frames)
+    assert logits.shape == (5, 3) and means.shape == (5, 8, 3, 4) and log_std.shape == (5, 8, 3, 4)
+    chunk = model.predict_action_chunk(frames)
+    for i, mode in enumerate(logits.argmax(dim=1).tolist()):
+        torch.testing.assert_close(chunk[i], means[i, :, mode], rtol=0, atol=0)
+
+    from vans_engine.export import export_idm_onnx
+
+    session = ort.InferenceSession(str(export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8, image_size=64)),
+                                   providers=["CPUExecutionProvider"])
+    for n in (1, 5):
+        got = session.run(None, {"frames": frames[:n].numpy()})[0]
+        np.testing.assert_allclose(got, chunk[:n].detach().numpy(), atol=1e-5)
+    model.save_pretrained(tmp_path / "idm")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "idm").eval()
+    torch.testing.assert_close(loaded(frames), chunk, rtol=0, atol=0)
+
+
+def test_mixture_head_keeps_two_motions_apart():
+    """Frames that allow two opposite motions: regression learns their mean (no motion), the mixture
+    learns both and runs a whole one."""
+    frames = torch.rand(1, 5, 3, 64, 64).repeat(8, 1, 1, 1, 1) * 2 - 1
+    sign = torch.tensor([1.0, -1.0]).repeat(4)[:, None, None]
+    actions = (0.8 * sign * torch.tensor([1.0, 0.0, 0.0, 0.0])).expand(8, 4, 4).contiguous()
+    batch = {FRAMES: frames, ACTIONS: actions, ACTION_MASK: torch.ones(8, 4, dtype=torch.bool)}
+    lengths = {}
+    for modes in (1, 2):
+        torch.manual_seed(0)
+        model = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, chunk_modes=modes)
+        if modes == 2:  # two modes a little apart, as a regression head split for fine-tuning starts
+            with torch.no_grad():
+                model.chunk_head[1].bias.add_(0.05 * torch.randn(8))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(150):
+            loss, info = model.compute_loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        assert np.isfinite(info["loss"]) and info["chunk_mse"] >= 0
+        lengths[modes] = float(model.eval().predict_action_chunk(frames[:1])[0, :, 0].detach().abs().mean())
+    assert lengths[1] < 0.15, lengths
+    assert lengths[2] > 0.6, lengths
+
+
+def test_chunk_modes_validation():
+    with pytest.raises(ValueError, match="chunk_modes"):
+        IDMConfig(chunk_modes=0)

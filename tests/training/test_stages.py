@@ -132,6 +132,29 @@ def test_idm_gains_proprioception_from_given_weights(trained, dataset, tmp_path)
         build_idm(dataclasses.replace(config, idm={"hidden_dim": 32}), stage.train_data.state)
 
 
+def test_idm_regression_head_splits_into_a_mixture(trained, dataset, tmp_path):
+    """init_from plus idm.chunk_modes: every mode starts at the regression head's chunk, a little apart;
+    training by likelihood lowers the loss and the saved mixture loads and acts."""
+    from vans_engine.models.idm import InverseDynamicsModel
+
+    config = IDMTrainConfig(data=str(dataset), output_dir=str(tmp_path / "mixture"), init_from=str(trained["idm"]),
+                            idm={"chunk_modes": 3}, **{**COMMON, "eval_samples": 8})
+    stage = get_stage("idm")(config, torch.device("cpu"))
+    start = InverseDynamicsModel.from_pretrained(trained["idm"] / "final").eval()
+    frames = torch.rand(2, 9, 3, 64, 64) * 2 - 1
+    _, means, log_std = stage.idm.eval().chunk_mixture(frames)
+    for mode in range(3):
+        torch.testing.assert_close(means[:, :, mode], start(frames), rtol=0, atol=0.25)  # noise std 0.05
+    assert (means[:, :, 0] - means[:, :, 1]).abs().max() > 1e-4
+    torch.testing.assert_close(log_std.exp(), torch.full_like(log_std, 0.3))
+    tuned = train(get_stage("idm"), dataclasses.replace(config, max_steps=6, lr=2e-3, min_lr=2e-3, eval_freq=6,
+                                                        save_freq=6), progress=False)
+    assert_loss_goes_down(tmp_path / "mixture")
+    assert {"chunk_nll", "chunk_mse"} <= set(read_log(tmp_path / "mixture")[-1])
+    idm = InverseDynamicsModel.from_pretrained(tuned).eval()
+    assert idm.config.chunk_modes == 3 and idm(frames).shape == (2, 8, 4)
+
+
 def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
     from vans_training.augment import shift_clips
 

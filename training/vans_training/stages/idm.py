@@ -54,13 +54,29 @@ def degrade(frames: torch.Tensor, noise_std: float, blur_fraction: float, genera
     return (frames + noise_std * torch.randn(frames.shape, generator=generator).to(frames.device)).clamp(-1, 1)
 
 
+def split_chunk_head(weights: dict[str, torch.Tensor], modes: int, generator: torch.Generator,
+                     noise_std: float = 0.05) -> dict[str, torch.Tensor]:
+    """A regression IDM's weights with its chunk head repeated as ``modes`` mixture modes.
+
+    Identical modes would get identical gradients and never part, so each mode's output bias is moved
+    by Gaussian noise of ``noise_std`` (before the tanh): modes that start a little apart end up
+    proposing different motions where the data has them.
+    """
+    weights = dict(weights)
+    weight, bias = weights["chunk_head.1.weight"], weights["chunk_head.1.bias"]
+    weights["chunk_head.1.weight"] = weight.repeat(modes, 1)
+    weights["chunk_head.1.bias"] = bias.repeat(modes) + noise_std * torch.randn(modes * bias.numel(), generator=generator)
+    return weights
+
+
 def build_idm(config: IDMTrainConfig, train_state: np.ndarray) -> InverseDynamicsModel:
     """The IDM to train: random weights sized by ``config.idm``, or ``init_from``'s weights.
 
     ``config.idm`` may also change a started model's architecture where the change starts out as the
     identity: ``chunk_state: true`` adds the (zero-initialised) proprioception input of the chunk
-    head. A model that reads proprioception normalises it by the training data's statistics, stored
-    in its config.
+    head; ``chunk_modes: K`` turns a regression chunk head into a mixture whose K modes all start at
+    its chunk, each moved by a little noise so that they can part (:func:`split_chunk_head`). A model
+    that reads proprioception normalises it by the training data's statistics, stored in its config.
     """
     settings = dict(config.idm)
     start = None
@@ -76,11 +92,14 @@ def build_idm(config: IDMTrainConfig, train_state: np.ndarray) -> InverseDynamic
         settings["state_std"] = np.maximum(train_state.std(axis=0), 1e-3).tolist()
     idm = InverseDynamicsModel(**settings)
     if start is not None:
+        weights = start.state_dict()
+        if start.config.chunk_modes == 1 and idm.config.chunk_modes > 1:
+            weights = split_chunk_head(weights, idm.config.chunk_modes, generator=torch.Generator().manual_seed(config.seed))
         try:
-            missing, unexpected = idm.load_state_dict(start.state_dict(), strict=False)
+            missing, unexpected = idm.load_state_dict(weights, strict=False)
         except RuntimeError as e:  # a tensor of another shape
             raise ValueError(f"init_from={config.init_from!r} does not fit idm={config.idm}: {e}") from e
-        new_layers = [k for k in missing if k.startswith("chunk_state_proj.")]
+        new_layers = [k for k in missing if k.startswith(("chunk_state_proj.", "chunk_log_std.", "chunk_mode_logits."))]
         if unexpected or len(new_layers) != len(missing):
             raise ValueError(f"init_from={config.init_from!r} does not fit idm={config.idm}: missing "
                              f"{sorted(set(missing) - set(new_layers))}, unexpected {sorted(unexpected)}")

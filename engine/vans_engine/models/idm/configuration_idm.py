@@ -31,6 +31,11 @@ class IDMConfig:
             the tool point's position says where the gripper is in depth.
         state_mean, state_std (`tuple[float, ...]`, *optional*): the training data's proprioception
             statistics; when given, both heads read ``(state - mean) / std``.
+        chunk_modes (`int`, defaults to 1): how many whole action chunks the chunk head proposes. With
+            1 it regresses one chunk by mean squared error, which on frames that show a motion only in
+            part is the mean of the motions they allow: shorter than any one of them. With more, it is
+            a mixture of Gaussians over chunks trained by likelihood, and the planner runs the mean of
+            the most probable one, a single motion rather than an average of several.
     """
 
     image_size: int = 64
@@ -43,6 +48,7 @@ class IDMConfig:
     chunk_state: bool = False
     state_mean: tuple[float, ...] | None = None
     state_std: tuple[float, ...] | None = None
+    chunk_modes: int = 1
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
@@ -59,7 +65,7 @@ class IDMConfig:
         if self.image_size % (2 ** len(self.channels)):
             raise ValueError(f"image_size {self.image_size} must be divisible by 2**len(channels) = "
                              f"{2 ** len(self.channels)}")
-        for name in ("action_dim", "state_dim", "hidden_dim"):
+        for name in ("action_dim", "state_dim", "hidden_dim", "chunk_modes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.pooling not in POOLINGS:

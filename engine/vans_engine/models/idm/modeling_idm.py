@@ -7,10 +7,14 @@ Two heads share one pair encoder:
 * the **chunk head** maps the current frame plus N predicted frames to N actions at once, each
   action seeing its neighbours' transitions through a temporal convolution. The planner uses it on
   the VDM's answer video. With ``chunk_state`` it also reads the proprioception at the current
-  frame (the only state a planner knows: the future's is what the actions decide).
+  frame (the only state a planner knows: the future's is what the actions decide). With
+  ``chunk_modes`` > 1 it proposes several whole chunks, each a Gaussian with a probability, and the
+  planner runs the most probable one.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +24,19 @@ from torch import nn
 
 from vans_engine.constants import ACTION_MASK, ACTIONS, FRAMES, STATE
 from vans_engine.models.idm.configuration_idm import IDMConfig
+
+# Bounds of a mixture mode's log standard deviation: actions live in [-1, 1], and below e^-5 the
+# likelihood of an exactly repeated expert action would grow without limit.
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
+INITIAL_STD = 0.3
+
+
+def most_probable_chunk(logits: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(B, K) mode logits and (B, N, K, A) means -> (B, N, A), the means of each clip's likeliest mode."""
+    b, n, modes, a = means.shape
+    if modes == 1:
+        return means[:, :, 0]
+    return means.gather(2, logits.argmax(dim=1)[:, None, None, None].expand(b, n, 1, a)).squeeze(2)
 
 
 class PairEncoder(nn.Module):
@@ -55,16 +72,23 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, action_dim: int = 4, state_dim: int = 4,
                  channels: tuple[int, ...] = (32, 64, 128, 128), hidden_dim: int = 256, chunk_kernel: int = 3,
                  pooling: str = "flatten", chunk_state: bool = False, state_mean: tuple[float, ...] | None = None,
-                 state_std: tuple[float, ...] | None = None):
+                 state_std: tuple[float, ...] | None = None, chunk_modes: int = 1):
         super().__init__()
         cfg = IDMConfig(image_size, action_dim, state_dim, tuple(channels), hidden_dim, chunk_kernel, pooling,
-                        chunk_state, state_mean, state_std)
+                        chunk_state, state_mean, state_std, chunk_modes)
         self.encoder = PairEncoder(cfg)
         # The pair head sees proprioception plus a flag saying whether it was given at all.
         self.pair_head = nn.Sequential(nn.Linear(hidden_dim + state_dim + 1, hidden_dim), nn.SiLU(),
                                        nn.Linear(hidden_dim, action_dim))
         self.chunk_mixer = nn.Conv1d(hidden_dim, hidden_dim, chunk_kernel, padding=chunk_kernel // 2)
-        self.chunk_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+        # one chunk of means per mode (a single one: the regression head)
+        self.chunk_head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, chunk_modes * action_dim))
+        if chunk_modes > 1:
+            self.chunk_log_std = nn.Linear(hidden_dim, chunk_modes * action_dim)
+            nn.init.zeros_(self.chunk_log_std.weight)
+            nn.init.constant_(self.chunk_log_std.bias, math.log(INITIAL_STD))
+            # a mode is a motion of the whole chunk: its probability is read from all of its steps
+            self.chunk_mode_logits = nn.Linear(hidden_dim, chunk_modes)
         if chunk_state:
             # Zero-initialised: a chunk head trained without proprioception starts out unchanged.
             self.chunk_state_proj = nn.Linear(state_dim, hidden_dim)
@@ -107,7 +131,15 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
 
         ``state`` (B, state_dim) is the proprioception at the current frame: required when the chunk
         head reads it (:attr:`reads_state`), ignored otherwise, so callers that have it always pass it.
+        A mixture head (``chunk_modes`` > 1) gives the means of its most probable mode.
         """
+        return most_probable_chunk(*self.chunk_mixture(frames, state)[:2])
+
+    def chunk_mixture(self, frames: torch.Tensor, state: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The chunk head's modes, for the inputs of :meth:`predict_action_chunk`: mode logits
+        (B, K), means (B, N, K, action_dim) in [-1, 1] and log standard deviations of the same shape
+        (``None`` for the regression head, whose single mode has logit 0)."""
         self._check_frames(frames, 2)
         b, n1 = frames.shape[:2]
         before = frames[:, :-1].reshape(b * (n1 - 1), *frames.shape[2:])
@@ -121,7 +153,13 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
                 raise ValueError(f"{b} clips but {state.shape[0]} states")
             features = features + self.chunk_state_proj(self._normalized_state(state, features.dtype))[:, None]
         mixed = features + self.chunk_mixer(features.transpose(1, 2)).transpose(1, 2)
-        return torch.tanh(self.chunk_head(mixed))
+        modes, actions = self.config.chunk_modes, self.config.action_dim
+        means = torch.tanh(self.chunk_head(mixed)).view(b, n1 - 1, modes, actions)
+        if modes == 1:
+            return means.new_zeros(b, 1), means, None
+        activated = F.silu(mixed)
+        log_std = self.chunk_log_std(activated).view(b, n1 - 1, modes, actions).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.chunk_mode_logits(activated.mean(dim=1)), means, log_std
 
     def forward(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """The exported graph: the chunk head."""
@@ -130,7 +168,8 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
     # -- training -------------------------------------------------------------------------------------
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean squared error of both heads on a batch of clips.
+        """Mean squared error of the pair head, and of the chunk head or, for a mixture, its negative
+        log-likelihood per action component, on a batch of clips.
 
         ``batch[FRAMES]`` (B, N + 1, 3, H, W), ``batch[ACTIONS]`` (B, N, A), optional
         ``batch[ACTION_MASK]`` (B, N) and ``batch[STATE]`` (B, N, state_dim), the proprioception
@@ -143,12 +182,23 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         state = batch.get(STATE)
         if self.reads_state and state is None:
             raise ValueError(f"this IDM's chunk head reads proprioception: the batch needs {STATE!r}")
-        chunk = self.predict_action_chunk(frames, None if state is None else state[:, 0])
+        logits, means, log_std = self.chunk_mixture(frames, None if state is None else state[:, 0])
         pair = self.predict_action(
             frames[:, :-1].reshape(b * n, *frames.shape[2:]), frames[:, 1:].reshape(b * n, *frames.shape[2:]),
             None if state is None else state.reshape(b * n, -1)).view(b, n, -1)
-        weight = mask.unsqueeze(-1) / mask.sum().clamp(min=1) / actions.shape[-1]
-        chunk_loss = ((chunk - actions) ** 2 * weight).sum()
+        elements = mask.sum().clamp(min=1) * actions.shape[-1]
+        weight = mask.unsqueeze(-1) / elements
         pair_loss = ((pair - actions) ** 2 * weight).sum()
+        if log_std is None:
+            chunk_loss = ((means[:, :, 0] - actions) ** 2 * weight).sum()
+            return chunk_loss + pair_loss, {"loss": (chunk_loss + pair_loss).item(), "chunk_mse": chunk_loss.item(),
+                                            "pair_mse": pair_loss.item()}
+        z = (actions[:, :, None] - means) / log_std.exp()
+        log_density = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
+        per_mode = (log_density * mask[:, :, None, None]).sum(dim=(1, 3))
+        chunk_loss = -torch.logsumexp(F.log_softmax(logits, dim=1) + per_mode, dim=1).sum() / elements
+        with torch.no_grad():
+            chunk_mse = ((most_probable_chunk(logits, means) - actions) ** 2 * weight).sum()
         loss = chunk_loss + pair_loss
-        return loss, {"loss": loss.item(), "chunk_mse": chunk_loss.item(), "pair_mse": pair_loss.item()}
+        return loss, {"loss": loss.item(), "chunk_nll": chunk_loss.item(), "chunk_mse": chunk_mse.item(),
+                      "pair_mse": pair_loss.item()}
