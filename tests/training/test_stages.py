@@ -408,8 +408,25 @@ def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_p
     references = written["references"]
     assert 0 <= written["plan_event_reached"] <= 1
     assert references["recorded actions"]["plan_sim_reward"] >= references["zero actions"]["plan_sim_reward"]
+    assert references["recorded actions"]["plan_motion_cosine"] == pytest.approx(1.0)
     assert written["samples"] == result["samples"] == 6
     assert (tmp_path / "eval" / "samples.gif").stat().st_size > 0
+
+
+def test_motion_scores_tell_length_from_direction():
+    from vans_training.evaluate import motion_scores
+
+    recorded = np.zeros((2, 3, 4), np.float32)
+    recorded[..., 0] = 1.0
+    recorded[..., 3] = -1.0  # the gripper is not motion
+    mask = np.array([[True, True, True], [True, True, False]])
+    half = motion_scores(0.5 * recorded, recorded, mask)
+    assert half == pytest.approx({"plan_motion_length": 0.5, "plan_motion_cosine": 1.0})
+    sideways = recorded.copy()
+    sideways[..., :3] = [0.0, 2.0, 0.0]
+    assert motion_scores(sideways, recorded, mask) == pytest.approx({"plan_motion_length": 2.0, "plan_motion_cosine": 0.0})
+    still = motion_scores(np.zeros_like(recorded), recorded, mask)
+    assert still == {"plan_motion_length": 0.0, "plan_motion_cosine": 0.0}
 
 
 def test_evaluation_with_recorded_captions_leaves_the_vlm_out(assembled, dataset, tmp_path):

@@ -21,7 +21,10 @@ whose actions make the event in progress happen within K steps) and ``plan_sim_r
 partial credit for ending near the recorded expert). They are the closed loop's one-plan version:
 cheap, and free of the compounding that makes episodes all-or-nothing. ``plan_action_mse`` is the
 squared error of the planned actions to the recorded expert's, before any simulator: what the IDM
-could read from the predicted frames.
+could read from the predicted frames; ``plan_motion_length`` (the mean length of the planned xyz
+motions, against ``recorded actions``' in the references) and ``plan_motion_cosine`` (their mean
+cosine to the recorded ones) split that error into how far and where: a regressor unsure of the
+direction predicts short motions.
 
 Reference rows put the numbers in context: the recorded future scored the same way (the ceiling of
 ``alignment``), the current frame held K times (the floor any video model must beat on PSNR), and the
@@ -51,12 +54,23 @@ from vans_training.sim_reward import SimGroundedReward
 
 METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
 SIM_METRICS = ("plan_event_reached", "plan_sim_reward")
-ACTION_METRICS = ("plan_action_mse",)
+ACTION_METRICS = ("plan_action_mse", "plan_motion_length", "plan_motion_cosine")
 
 
 def action_mse(actions: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -> float:
     """Mean squared error of (N, K, A) actions against the recorded ones where ``mask`` (N, K) holds."""
     return float(((actions - recorded) ** 2)[mask].mean())
+
+
+def motion_scores(actions: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The mean length of the xyz part of (N, K, A) actions where ``mask`` (N, K) holds, and its mean
+    cosine to the recorded actions' (over the steps where both move)."""
+    planned, truth = actions[mask][:, :3], recorded[mask][:, :3]
+    lengths, true_lengths = np.linalg.norm(planned, axis=1), np.linalg.norm(truth, axis=1)
+    moving = (lengths > 1e-6) & (true_lengths > 1e-6)
+    cosine = (planned[moving] * truth[moving]).sum(axis=1) / (lengths[moving] * true_lengths[moving])
+    return {"plan_motion_length": float(lengths.mean()),
+            "plan_motion_cosine": float(cosine.mean()) if moving.any() else 0.0}
 
 
 @torch.no_grad()
@@ -170,6 +184,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     result["plan_event_reached"] = float(planned.reached.mean())
     result["plan_sim_reward"] = float(planned.rewards.mean())
     result["plan_action_mse"] = action_mse(actions, truth.actions, truth.action_mask)
+    result.update(motion_scores(actions, truth.actions, truth.action_mask))
     still = np.repeat(truth.context[:, -1:], config.future_frames, axis=1)
     result["references"] = {
         "recorded future": {"psnr": 100.0, "ssim": 1.0,
@@ -178,7 +193,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
                                "ssim": float(np.mean([ssim(s, t) for s, t in zip(still, truth.future)])),
                                "alignment": float(alignment_scores(aligner, still, truth.captions).mean())},
         "recorded actions": {"plan_event_reached": float(recorded.reached.mean()),
-                             "plan_sim_reward": float(recorded.rewards.mean())},
+                             "plan_sim_reward": float(recorded.rewards.mean()),
+                             **motion_scores(truth.actions, truth.actions, truth.action_mask)},
         "zero actions": {"plan_event_reached": float(idle.reached.mean()), "plan_sim_reward": float(idle.rewards.mean()),
                          "plan_action_mse": action_mse(np.zeros_like(actions), truth.actions, truth.action_mask)},
     }
