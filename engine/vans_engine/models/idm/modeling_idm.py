@@ -189,16 +189,17 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         elements = mask.sum().clamp(min=1) * actions.shape[-1]
         weight = mask.unsqueeze(-1) / elements
         pair_loss = ((pair - actions) ** 2 * weight).sum()
+        info = {}
         if log_std is None:
             chunk_loss = ((means[:, :, 0] - actions) ** 2 * weight).sum()
-            return chunk_loss + pair_loss, {"loss": (chunk_loss + pair_loss).item(), "chunk_mse": chunk_loss.item(),
-                                            "pair_mse": pair_loss.item()}
-        z = (actions[:, :, None] - means) / log_std.exp()
-        log_density = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
-        per_mode = (log_density * mask[:, :, None, None]).sum(dim=(1, 3))
-        chunk_loss = -torch.logsumexp(F.log_softmax(logits, dim=1) + per_mode, dim=1).sum() / elements
-        with torch.no_grad():
-            chunk_mse = ((most_probable_chunk(logits, means) - actions) ** 2 * weight).sum()
+            info["chunk_mse"] = chunk_loss.item()
+        else:
+            z = (actions[:, :, None] - means) / log_std.exp()
+            log_density = -0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)
+            per_mode = (log_density * mask[:, :, None, None]).sum(dim=(1, 3))
+            chunk_loss = -torch.logsumexp(F.log_softmax(logits, dim=1) + per_mode, dim=1).sum() / elements
+            with torch.no_grad():  # the error of the actions the planner would run, to compare with regression
+                info["chunk_mse"] = ((most_probable_chunk(logits, means) - actions) ** 2 * weight).sum().item()
+            info["chunk_nll"] = chunk_loss.item()
         loss = chunk_loss + pair_loss
-        return loss, {"loss": loss.item(), "chunk_nll": chunk_loss.item(), "chunk_mse": chunk_mse.item(),
-                      "pair_mse": pair_loss.item()}
+        return loss, {"loss": loss.item(), **info, "pair_mse": pair_loss.item()}
