@@ -31,8 +31,9 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 1.0
 INITIAL_STD = 0.3
 
 
-def most_probable_chunk(logits: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    """(B, K) mode logits and (B, N, K, A) means -> (B, N, A), the means of each clip's likeliest mode."""
+def most_probable_chunk(logits: torch.Tensor | None, means: torch.Tensor) -> torch.Tensor:
+    """(B, K) mode logits and (B, N, K, A) means -> (B, N, A), the means of each clip's likeliest mode
+    (the only one when K = 1, which has no logits)."""
     b, n, modes, a = means.shape
     if modes == 1:
         return means[:, :, 0]
@@ -136,10 +137,11 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         return most_probable_chunk(*self.chunk_mixture(frames, state)[:2])
 
     def chunk_mixture(self, frames: torch.Tensor, state: torch.Tensor | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                      ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
         """The chunk head's modes, for the inputs of :meth:`predict_action_chunk`: mode logits
         (B, K), means (B, N, K, action_dim) in [-1, 1] and log standard deviations of the same shape
-        (``None`` for the regression head, whose single mode has logit 0)."""
+        (logits and log standard deviations are ``None`` for the regression head, whose one mode is
+        its chunk)."""
         self._check_frames(frames, 2)
         b, n1 = frames.shape[:2]
         before = frames[:, :-1].reshape(b * (n1 - 1), *frames.shape[2:])
@@ -156,7 +158,7 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         modes, actions = self.config.chunk_modes, self.config.action_dim
         means = torch.tanh(self.chunk_head(mixed)).view(b, n1 - 1, modes, actions)
         if modes == 1:
-            return means.new_zeros(b, 1), means, None
+            return None, means, None
         activated = F.silu(mixed)
         log_std = self.chunk_log_std(activated).view(b, n1 - 1, modes, actions).clamp(LOG_STD_MIN, LOG_STD_MAX)
         return self.chunk_mode_logits(activated.mean(dim=1)), means, log_std
