@@ -157,6 +157,33 @@ def test_killed_grpo_run_resumes(tiny_dataset, tmp_path, kill_at_first_checkpoin
     assert (out / "final" / "config.json").is_file()
 
 
+def test_compare_pairs_per_sample_scores_into_bootstrap_intervals(tmp_path):
+    from vans_training.compare import COLUMNS, PAIRED, compare
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, (64, len(PAIRED)))
+    # "better" adds 0.05 to every sample (an interval that excludes 0), "noisy" noise of mean exactly 0
+    noise = rng.normal(0, 0.05, base.shape)
+    for name, change in (("sft", 0.0), ("better", 0.05), ("noisy", noise - noise.mean(0))):
+        (tmp_path / name).mkdir()
+        result = {column: 0.5 for column in COLUMNS}
+        (tmp_path / name / "eval.json").write_text(json.dumps({**result, "data": "d", "split": "all", "samples": 64}))
+        scores = base + change
+        lines = [json.dumps({"index": int(i), **dict(zip(PAIRED, scores[i]))}) for i in rng.permutation(64)]
+        (tmp_path / name / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    table = compare([f"SFT={tmp_path / 'sft'}", f"better={tmp_path / 'better'}", f"noisy={tmp_path / 'noisy'}"],
+                    tmp_path / "table").read_text()
+    better = next(line for line in table.splitlines() if line.startswith("| better | **"))
+    assert better.count("**+0.050 [+0.050, +0.050]**") == len(PAIRED)  # rows were paired by index
+    noisy = next(line for line in table.splitlines() if line.startswith("| noisy | ") and "[" in line)
+    assert "**" not in noisy
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "eval.json").write_text((tmp_path / "sft" / "eval.json").read_text())
+    (tmp_path / "other" / "samples.jsonl").write_text(json.dumps({"index": 999, **dict(zip(PAIRED, base[0]))}) + "\n")
+    with pytest.raises(ValueError, match="other samples"):
+        compare([f"SFT={tmp_path / 'sft'}", f"other={tmp_path / 'other'}"], tmp_path / "x")
+
+
 def test_compare_tables_rows_against_the_first_and_refuses_different_data(tmp_path):
     from vans_training.compare import COLUMNS, compare
 

@@ -411,6 +411,12 @@ def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_p
     assert references["recorded actions"]["plan_motion_cosine"] == pytest.approx(1.0)
     assert written["samples"] == result["samples"] == 6
     assert (tmp_path / "eval" / "samples.gif").stat().st_size > 0
+    # each sample's scores, which average to the table's
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and len({r["index"] for r in rows}) == 6
+    for key in ("rouge_l", "psnr", "ssim", "alignment", "plan_event_reached"):
+        assert np.mean([r[key] for r in rows]) == pytest.approx(written[key], abs=1e-6), key
+    assert np.mean([r["event_correct"] for r in rows]) == pytest.approx(written["event_accuracy"])
 
 
 def test_motion_scores_tell_length_from_direction():

@@ -6,6 +6,9 @@
 Each ``--run NAME=DIR`` names a ``vans-train eval`` output (its ``eval.json``). Writes ``OUT.md`` (the
 table, every metric, with each row's change from the first) and ``OUT.png`` (one panel per metric).
 Rows must have been evaluated on the same data, split, samples and seed: the table refuses otherwise.
+When every run also has its per-sample scores (``samples.jsonl``), a second table gives each row's
+change from the first with a 95% paired bootstrap interval: the samples are the same, so the
+difference is resolved far more finely than the two rows' own spreads suggest.
 """
 
 from __future__ import annotations
@@ -13,10 +16,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vans_training.evaluate import METRICS, SIM_METRICS
+import numpy as np
+
+from vans_training.evaluate import METRICS, SAMPLES_FILE, SIM_METRICS
 
 COLUMNS = METRICS + ("rouge_l_multi_ref", "event_accuracy") + SIM_METRICS
 SAME = ("data", "split", "samples")
+PAIRED = ("rouge_l", "event_correct", "psnr", "ssim", "alignment", "plan_event_reached")
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def load_runs(runs: list[str]) -> dict[str, dict]:
@@ -36,6 +43,48 @@ def load_runs(runs: list[str]) -> dict[str, dict]:
         if differing:
             raise ValueError(f"{name} was evaluated with a different {', '.join(differing)} than the first row")
     return results
+
+
+def load_sample_scores(runs: list[str]) -> dict[str, dict[str, np.ndarray]] | None:
+    """{name: {score: (N,) per-sample values}} from each run's ``samples.jsonl``, ordered by sample
+    index; None when a run has none. Raises when the runs scored different samples."""
+    scores, indices = {}, None
+    for item in runs:
+        name, _, folder = item.partition("=")
+        path = Path(folder) / SAMPLES_FILE
+        if not path.is_file():
+            return None
+        rows = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["index"])
+        if indices is None:
+            indices = [r["index"] for r in rows]
+        elif [r["index"] for r in rows] != indices:
+            raise ValueError(f"{name}: {path} holds other samples than the first run's")
+        scores[name] = {key: np.array([r[key] for r in rows], dtype=np.float64) for key in PAIRED}
+    return scores
+
+
+def paired_differences(base: np.ndarray, other: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``other - base`` over paired samples and its 95% bootstrap interval."""
+    difference = other - base
+    rng = np.random.default_rng(seed)
+    means = difference[rng.integers(0, len(difference), (BOOTSTRAP_RESAMPLES, len(difference)))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)
+
+
+def paired_table(scores: dict[str, dict[str, np.ndarray]]) -> str:
+    """Each row's change from the first, per sample-level score, with its 95% paired interval."""
+    names = list(scores)
+    header = "| change from " + names[0] + " | " + " | ".join(PAIRED) + " |\n|---|" + "---:|" * len(PAIRED) + "\n"
+    rows = []
+    for name in names[1:]:
+        cells = []
+        for key in PAIRED:
+            mean, low, high = paired_differences(scores[names[0]][key], scores[name][key])
+            marker = "**" if low > 0 or high < 0 else ""  # the interval excludes no change
+            cells.append(f"{marker}{mean:+.3f} [{low:+.3f}, {high:+.3f}]{marker}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return header + "\n".join(rows) + "\n"
 
 
 def comparison_table(results: dict[str, dict]) -> str:
@@ -82,6 +131,11 @@ def compare(runs: list[str], out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     first = next(iter(results.values()))
     table = comparison_table(results)
+    sample_scores = load_sample_scores(runs) if len(runs) > 1 else None
+    if sample_scores is not None:
+        table += ("\nPaired over the same samples: the mean change from the first row and its 95% bootstrap "
+                  f"interval ({BOOTSTRAP_RESAMPLES} resamples; bold where it excludes 0; `event_correct` is "
+                  f"the event accuracy).\n\n{paired_table(sample_scores)}")
     out.with_suffix(".md").write_text(
         f"# Next-event comparison\n\n{first['samples']} samples of `{first['data']}` (split {first['split']}); "
         f"in brackets, the change from the first row.\n\n{table}\n![comparison]({out.name}.png)\n")

@@ -32,7 +32,8 @@ recorded expert's actions and zero actions run in the simulator (the ceiling and
 ``plan_*`` scores).
 
 Writes ``OUT/eval.json`` (the scores, the sample count, per-task scores, the references),
-``OUT/eval.md`` and ``OUT/samples.gif`` (current frame, recorded and predicted futures).
+``OUT/samples.jsonl`` (each sample's captions and scores), ``OUT/eval.md`` and ``OUT/samples.gif``
+(current frame, recorded and predicted futures).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from vans_training.sim_reward import SimGroundedReward
 
 METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
 SIM_METRICS = ("plan_event_reached", "plan_sim_reward")
+SAMPLES_FILE = "samples.jsonl"
 ACTION_METRICS = ("plan_action_mse", "plan_motion_length", "plan_motion_cosine")
 
 
@@ -81,14 +83,32 @@ def alignment_scores(aligner: VideoCaptionAligner, videos: np.ndarray, captions:
     return torch.cat(scores).numpy()
 
 
-def score_predictions(captions: list[str], frames: np.ndarray, references: list[str], futures: np.ndarray,
-                      aligner: VideoCaptionAligner) -> dict[str, float]:
-    """The six metrics of predicted captions and frames against the recorded ones."""
-    scores = caption_scores(captions, references)
-    scores["psnr"] = float(np.mean([psnr(p, t) for p, t in zip(frames, futures)]))
-    scores["ssim"] = float(np.mean([ssim(p, t) for p, t in zip(frames, futures)]))
-    scores["alignment"] = float(alignment_scores(aligner, frames, references).mean())
-    return scores
+def frame_scores(frames: np.ndarray, futures: np.ndarray, references: list[str],
+                 aligner: VideoCaptionAligner) -> dict[str, np.ndarray]:
+    """Per-sample PSNR, SSIM and alignment of predicted (N, K, S, S, 3) frames."""
+    return {"psnr": np.array([psnr(p, t) for p, t in zip(frames, futures)]),
+            "ssim": np.array([ssim(p, t) for p, t in zip(frames, futures)]),
+            "alignment": alignment_scores(aligner, frames, references)}
+
+
+def score_predictions(captions: list[str], references: list[str], per_sample: dict[str, np.ndarray]) -> dict[str, float]:
+    """The six metrics: the caption ones of ``captions`` against ``references``, the frame ones as the
+    mean of their :func:`frame_scores`."""
+    return {**caption_scores(captions, references), **{k: float(v.mean()) for k, v in per_sample.items()}}
+
+
+def write_sample_scores(path: Path, indices: np.ndarray, truth, captions: list[str],
+                        per_sample: dict[str, np.ndarray], reached: np.ndarray) -> None:
+    """One JSON line per sample: what it was, what was predicted, and its scores (``vans-train compare``
+    pairs two runs' lines by ``index`` for its confidence intervals)."""
+    paraphrases = event_paraphrases()
+    with path.open("w") as f:
+        for i, index in enumerate(indices):
+            row = {"index": int(index), "task": truth.tasks[i], "event": truth.events[i], "recorded": truth.captions[i],
+                   "predicted": captions[i], "rouge_l": rouge_l(captions[i], truth.captions[i]),
+                   "event_correct": float(captions[i] in paraphrases[truth.events[i]]),
+                   **{k: float(v[i]) for k, v in per_sample.items()}, "plan_event_reached": float(reached[i])}
+            f.write(json.dumps(row) + "\n")
 
 
 def event_paraphrases() -> dict[str, tuple[str, ...]]:
@@ -175,7 +195,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
 
     # 2. Score them, overall, per task and for the reference rows
     truth = dataset.batch(indices)
-    result = {**score_predictions(captions, frames, truth.captions, truth.future, aligner),
+    per_sample = frame_scores(frames, truth.future, truth.captions, aligner)
+    result = {**score_predictions(captions, truth.captions, per_sample),
               **event_scores(captions, truth.events), "samples": int(len(indices)), "steps": steps, "model": str(model), "data": str(data),
               "split": split, "backend": backend, "recorded_captions": recorded_captions, "seconds": round(seconds, 1)}
     sim_reward = SimGroundedReward(dataset)
@@ -202,8 +223,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     for task in sorted(set(truth.tasks)):
         rows = [i for i, t in enumerate(truth.tasks) if t == task]
         result["per_task"][task] = {
-            **score_predictions([captions[i] for i in rows], frames[rows], [truth.captions[i] for i in rows],
-                                truth.future[rows], aligner), "samples": len(rows)}
+            **score_predictions([captions[i] for i in rows], [truth.captions[i] for i in rows],
+                                {k: v[rows] for k, v in per_sample.items()}), "samples": len(rows)}
     result["examples"] = [{"task": truth.tasks[i], "predicted": captions[i], "recorded": truth.captions[i]}
                           for i in range(min(12, len(captions)))]
 
@@ -211,6 +232,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     conditioning = "; the VDM conditioned on the recorded captions, not the VLM's" if recorded_captions else ""
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_sample_scores(out / SAMPLES_FILE, indices, truth, captions, per_sample, planned.reached[:, 0])
     examples = "\n".join(f"| {e['task']} | {e['predicted']} | {e['recorded']} |" for e in result["examples"])
     (out / "eval.md").write_text(
         f"# Next-event evaluation of `{model}`\n\n{len(indices)} samples of `{data}` (split {split}), "
