@@ -1,4 +1,4 @@
-"""``vans-sim``: list the tasks, record expert datasets, and score policies.
+"""``vans-sim``: list the tasks, record expert datasets, score policies and compare their scores.
 
 Examples:
 
@@ -6,6 +6,7 @@ Examples:
     vans-sim record --tasks all --episodes 100 --image-size 64 --split train --seed-start 0 --out data/train --workers 2
     vans-sim score --policy expert --tasks all --episodes 100 --split heldout --out runs/expert-heldout
     vans-sim score --policy planner --model models/vans-desk-64 --backend onnxruntime --tasks single --out runs/planner
+    vans-sim compare expert=runs/expert-heldout planner=runs/planner --out runs/planner-vs-expert
 """
 
 from __future__ import annotations
@@ -75,6 +76,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from vans_sim.compare import compare
+
+    try:
+        print(f"wrote {compare(args.runs, args.out)}")
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from e
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vans-sim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra keyword argument for the policy; VALUE is parsed as JSON when it can be")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("compare", help="closed-loop success of several score runs side by side, with exact tests",
+                       description="Compare vans-sim score runs: successes per task with 95%% intervals, and "
+                       "each run's change from the first with a two-sided exact test (McNemar's on paired "
+                       "episodes, Fisher's otherwise). Writes OUT.md.")
+    p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="a vans-sim score --out folder and its name; the "
+                   "first is the baseline")
+    p.add_argument("--out", required=True, help="markdown file to write (.md is added)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

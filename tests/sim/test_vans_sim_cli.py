@@ -33,6 +33,7 @@ def test_help_reads_like_documentation():
     for cmd in ("record", "score"):
         text = vans_sim(cmd, "--help").stdout
         assert "--tasks" in text and "--split" in text and "--out" in text
+    assert "McNemar" in vans_sim("compare", "--help").stdout
 
 
 def test_record_and_read_back(tmp_path):
@@ -90,3 +91,38 @@ def test_corrupt_dataset_on_resume_is_named(tmp_path):
     (out / "demo.hdf5").write_bytes(b"\x00" * 100)
     result = vans_sim("record", "--tasks", "push_red", "--episodes", "1", "--out", str(out), check=False)
     assert result.returncode == 2 and "demo.hdf5" in result.stderr
+
+
+def test_compare_pairs_runs_on_the_same_episodes(tmp_path):
+    for policy in ("expert", "random"):
+        vans_sim("score", "--policy", policy, "--tasks", "push_red", "--episodes", "3", "--num-envs", "1",
+                 "--vector", "sync", "--no-video", "--out", str(tmp_path / policy), "--quiet")
+    vans_sim("score", "--policy", "random", "--tasks", "push_red", "--episodes", "3", "--seed-start", "50",
+             "--num-envs", "1", "--vector", "sync", "--no-video", "--out", str(tmp_path / "random-other-seeds"), "--quiet")
+    out = vans_sim("compare", f"expert={tmp_path / 'expert'}", f"random={tmp_path / 'random'}",
+                   f"other seeds={tmp_path / 'random-other-seeds'}", "--out", str(tmp_path / "table")).stdout
+    overall = next(line for line in out.splitlines() if line.startswith("| **overall**"))
+    # the same seeds: McNemar's test on the three episodes only the expert solved
+    assert "3/3, 100%" in overall and "-3 (+0/-3 paired, p = 0.25)" in overall
+    assert "unpaired, Fisher p = 0.10" in overall
+    written = (tmp_path / "table.md").read_text()
+    assert overall in written and "vans-sim score --policy random" in written
+
+
+def test_compare_exact_tests_match_known_values():
+    from vans_sim.compare import binomial_two_sided, fisher_two_sided
+
+    # reference values from scipy.stats.binomtest and fisher_exact (two-sided)
+    assert binomial_two_sided(0, 5) == pytest.approx(0.0625)
+    assert binomial_two_sided(1, 7) == pytest.approx(0.125)
+    assert binomial_two_sided(0, 0) == 1.0
+    assert fisher_two_sided(9, 120, 2, 120) == pytest.approx(0.059415687498192093)
+    assert fisher_two_sided(3, 4, 1, 4) == pytest.approx(0.48571428571428565)
+
+
+def test_compare_refuses_a_missing_run_in_one_line(tmp_path):
+    result = vans_sim("compare", f"a={tmp_path / 'none'}", f"b={tmp_path / 'none2'}", "--out", str(tmp_path / "t"),
+                      check=False)
+    assert result.returncode == 2 and "report.json: not found" in result.stderr and "Traceback" not in result.stderr
+    result = vans_sim("compare", str(tmp_path), "--out", str(tmp_path / "t"), check=False)
+    assert result.returncode == 2 and "NAME=DIR" in result.stderr

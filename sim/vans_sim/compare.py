@@ -1,0 +1,114 @@
+"""``vans-sim compare``: the closed-loop success of several ``vans-sim score`` runs side by side.
+
+    vans-sim compare SFT=runs/cl/sft GRPO=runs/cl/grpo --out reports/grpo/closed_loop_compare
+
+Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``). The table has one row
+per task and an overall row: each run's successes out of its episodes, then each later run's change
+from the first with a two-sided exact test. Runs that scored the same episodes (the same tasks and
+seeds) are paired: McNemar's exact test counts only the episodes whose outcome differs, so the
+spread in how hard the seeds are does not blur the comparison. Runs that did not are compared with
+Fisher's exact test. At 120 episodes a run, a change of a few successes is what chance alone gives:
+the test says how many.
+"""
+
+from __future__ import annotations
+
+import json
+from math import comb
+from pathlib import Path
+
+from vans_sim.report import wilson_interval
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of ``k`` successes in ``n`` fair coin flips."""
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(k, n - k) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def fisher_two_sided(successes_a: int, trials_a: int, successes_b: int, trials_b: int) -> float:
+    """Fisher's exact test on a 2x2 table: the probability, with the margins fixed, of a table no more
+    likely than the observed one."""
+    total, successes = trials_a + trials_b, successes_a + successes_b
+
+    def probability(k: int) -> float:  # k successes in a's row
+        return comb(trials_a, k) * comb(trials_b, successes - k) / comb(total, successes)
+
+    observed = probability(successes_a)
+    low, high = max(0, successes - trials_b), min(trials_a, successes)
+    # the relative tolerance keeps tables as likely as the observed one from falling out by rounding
+    return min(1.0, sum(p for p in map(probability, range(low, high + 1)) if p <= observed * (1 + 1e-9)))
+
+
+def load_runs(runs: list[str]) -> dict[str, dict]:
+    """``["NAME=DIR", ...]`` -> {name: report.json contents}."""
+    reports = {}
+    for item in runs:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"each run must look like NAME=DIR, got {item!r}")
+        path = Path(folder) / "report.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (run vans-sim score --out {folder} first)")
+        if name in reports:
+            raise ValueError(f"two runs are named {name!r}")
+        reports[name] = json.loads(path.read_text())
+    if len(reports) < 2:
+        raise ValueError("compare needs at least two runs")
+    return reports
+
+
+def episode_outcomes(report: dict, task: str | None = None) -> dict[tuple[str, int], bool]:
+    """{(task, seed): success} of a report's episodes, of one task or all of them."""
+    return {(e["task"], e["seed"]): bool(e["success"]) for e in report["per_episode"] if task in (None, e["task"])}
+
+
+def change(base: dict[tuple[str, int], bool], other: dict[tuple[str, int], bool]) -> str:
+    """``other``'s change in successes from ``base`` and the two-sided exact p-value, as a table cell."""
+    gained = sum(other.values()) - sum(base.values())
+    if base.keys() == other.keys():
+        better = sum(other[k] and not base[k] for k in base)
+        worse = sum(base[k] and not other[k] for k in base)
+        return f"{gained:+d} (+{better}/-{worse} paired, p = {binomial_two_sided(better, better + worse):.2f})"
+    p = fisher_two_sided(sum(other.values()), len(other), sum(base.values()), len(base))
+    return f"{gained:+d} (unpaired, Fisher p = {p:.2f})"
+
+
+def successes_cell(outcomes: dict[tuple[str, int], bool]) -> str:
+    wins, trials = sum(outcomes.values()), len(outcomes)
+    low, high = wilson_interval(wins, trials)
+    return f"{wins}/{trials}, {100 * wins / trials:.0f}% [{100 * low:.0f}–{100 * high:.0f}]"
+
+
+def comparison_table(reports: dict[str, dict]) -> str:
+    names = list(reports)
+    tasks = list(dict.fromkeys(t for report in reports.values() for t in report["tasks"]))
+    header = ("| task | " + " | ".join(names) + " | " + " | ".join(f"{n} vs {names[0]}" for n in names[1:]) + " |\n"
+              "|---|" + "---:|" * (2 * len(names) - 1) + "\n")
+    rows = []
+    for task in tasks + [None]:
+        outcomes = [episode_outcomes(reports[n], task) for n in names]
+        if not all(outcomes):  # a task some run did not score: its cells stay empty
+            cells = [successes_cell(o) if o else "" for o in outcomes] + [""] * (len(names) - 1)
+        else:
+            cells = [successes_cell(o) for o in outcomes] + [change(outcomes[0], o) for o in outcomes[1:]]
+        label = "**overall**" if task is None else task
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return header + "\n".join(rows) + "\n"
+
+
+def compare(runs: list[str], out: str | Path) -> Path:
+    """Write ``OUT.md`` (the table and each run's command); returns it."""
+    reports = load_runs(runs)
+    table = comparison_table(reports)
+    commands = "\n".join(f"- {name}: `{report.get('command', '')}`" for name, report in reports.items())
+    out = Path(out).with_suffix(".md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# Closed-loop comparison\n\nSuccesses with 95% Wilson intervals; in the last columns each "
+                   f"run's change from the first, with a two-sided exact test (McNemar's on the episodes whose "
+                   f"outcome differs where the runs scored the same episodes, Fisher's otherwise).\n\n{table}\n"
+                   f"{commands}\n")
+    print(table)
+    return out
