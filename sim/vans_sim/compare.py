@@ -42,19 +42,25 @@ def fisher_two_sided(successes_a: int, trials_a: int, successes_b: int, trials_b
     return min(1.0, sum(p for p in map(probability, range(low, high + 1)) if p <= observed * (1 + 1e-9)))
 
 
-def load_runs(runs: list[str]) -> dict[str, dict]:
-    """``["NAME=DIR", ...]`` -> {name: report.json contents}."""
-    reports = {}
+def load_named_runs(runs: list[str], filename: str, command: str) -> dict[str, dict]:
+    """``["NAME=DIR", ...]`` -> {name: the JSON file ``DIR/filename``}; ``command`` is what writes it."""
+    results = {}
     for item in runs:
         name, sep, folder = item.partition("=")
         if not sep or not name or not folder:
             raise ValueError(f"each run must look like NAME=DIR, got {item!r}")
-        path = Path(folder) / "report.json"
+        path = Path(folder) / filename
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (run vans-sim score --out {folder} first)")
-        if name in reports:
+            raise FileNotFoundError(f"{path}: not found (run {command} --out {folder} first)")
+        if name in results:
             raise ValueError(f"two runs are named {name!r}")
-        reports[name] = json.loads(path.read_text())
+        results[name] = json.loads(path.read_text())
+    return results
+
+
+def load_runs(runs: list[str]) -> dict[str, dict]:
+    """``["NAME=DIR", ...]`` -> {name: report.json contents}, at least two."""
+    reports = load_named_runs(runs, "report.json", "vans-sim score")
     if len(reports) < 2:
         raise ValueError("compare needs at least two runs")
     return reports

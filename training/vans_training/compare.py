@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vans_sim.compare import load_named_runs
+
 from vans_training.evaluate import METRICS, SAMPLES_FILE, SIM_METRICS
 
 COLUMNS = METRICS + ("rouge_l_multi_ref", "event_accuracy") + SIM_METRICS
@@ -28,15 +30,7 @@ BOOTSTRAP_RESAMPLES = 2000
 
 def load_runs(runs: list[str]) -> dict[str, dict]:
     """``["NAME=DIR", ...]`` -> {name: eval.json contents}, checked to be comparable."""
-    results = {}
-    for item in runs:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--run must look like NAME=DIR, got {item!r}")
-        path = Path(folder) / "eval.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (run vans-train eval --out {folder} first)")
-        results[name] = json.loads(path.read_text())
+    results = load_named_runs(runs, "eval.json", "vans-train eval")
     first = next(iter(results.values()))
     for name, result in results.items():
         differing = [key for key in SAME if result.get(key) != first.get(key)]
