@@ -417,6 +417,11 @@ def test_assembled_planner_evaluates_with_every_metric(assembled, dataset, tmp_p
     for key in ("rouge_l", "psnr", "ssim", "alignment", "plan_event_reached"):
         assert np.mean([r[key] for r in rows]) == pytest.approx(written[key], abs=1e-6), key
     assert np.mean([r["event_correct"] for r in rows]) == pytest.approx(written["event_accuracy"])
+    # and per event in progress, weighted back to the overall figure
+    events = written["per_event"]
+    assert sum(e["samples"] for e in events.values()) == 6
+    assert sum(e["samples"] * e["event_accuracy"] for e in events.values()) / 6 == pytest.approx(written["event_accuracy"])
+    assert "| task / event in progress |" in (tmp_path / "eval" / "eval.md").read_text()
 
 
 def test_motion_scores_tell_length_from_direction():

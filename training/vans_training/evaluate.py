@@ -31,7 +31,7 @@ Reference rows put the numbers in context: the recorded future scored the same w
 recorded expert's actions and zero actions run in the simulator (the ceiling and floor of the
 ``plan_*`` scores).
 
-Writes ``OUT/eval.json`` (the scores, the sample count, per-task scores, the references),
+Writes ``OUT/eval.json`` (the scores, the sample count, per-task and per-event scores, the references),
 ``OUT/samples.jsonl`` (each sample's captions and scores), ``OUT/eval.md`` and ``OUT/samples.gif``
 (current frame, recorded and predicted futures).
 """
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,28 @@ def write_sample_scores(path: Path, indices: np.ndarray, truth, captions: list[s
                    "event_correct": float(captions[i] in paraphrases[truth.events[i]]),
                    **{k: float(v[i]) for k, v in per_sample.items()}, "plan_event_reached": float(reached[i])}
             f.write(json.dumps(row) + "\n")
+
+
+def event_breakdown(tasks: list[str], events: list[str], captions: list[str], reached: np.ndarray) -> dict[str, dict]:
+    """Per (task, event in progress): samples, event accuracy, plans reaching it, the commonest caption.
+    A VLM that reads the instruction more than the frames shows here: it names the task's later event
+    while the earlier one is in progress."""
+    paraphrases = event_paraphrases()
+    breakdown = {}
+    for key in sorted(set(zip(tasks, events))):
+        rows = [i for i, k in enumerate(zip(tasks, events)) if k == key]
+        named = [captions[i] for i in rows]
+        breakdown[f"{key[0]}/{key[1]}"] = {
+            "samples": len(rows), "event_accuracy": float(np.mean([c in paraphrases[key[1]] for c in named])),
+            "plan_event_reached": float(reached[rows].mean()), "commonest_caption": Counter(named).most_common(1)[0][0]}
+    return breakdown
+
+
+def format_event_table(breakdown: dict[str, dict]) -> str:
+    rows = "\n".join(f"| {name} | {r['samples']} | {r['event_accuracy']:.2f} | {r['plan_event_reached']:.2f} | "
+                     f"{r['commonest_caption']} |" for name, r in breakdown.items())
+    return ("| task / event in progress | samples | event accuracy | plan reached | commonest caption |\n"
+            "|---|---:|---:|---:|---|\n" + rows + "\n")
 
 
 def event_paraphrases() -> dict[str, tuple[str, ...]]:
@@ -225,6 +248,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
         result["per_task"][task] = {
             **score_predictions([captions[i] for i in rows], [truth.captions[i] for i in rows],
                                 {k: v[rows] for k, v in per_sample.items()}), "samples": len(rows)}
+    result["per_event"] = event_breakdown(truth.tasks, truth.events, captions, planned.reached[:, 0])
     result["examples"] = [{"task": truth.tasks[i], "predicted": captions[i], "recorded": truth.captions[i]}
                           for i in range(min(12, len(captions)))]
 
@@ -238,6 +262,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
         f"# Next-event evaluation of `{model}`\n\n{len(indices)} samples of `{data}` (split {split}), "
         f"{steps} denoising steps, {backend} backend, {seconds:.0f} s{conditioning}.\n\n{format_table(result)}\n"
         f"| task | predicted caption | recorded caption |\n|---|---|---|\n{examples}\n\n"
+        f"Per event in progress: how often the VLM names it, how often the plan makes it happen, and the "
+        f"caption the VLM writes most often there.\n\n{format_event_table(result['per_event'])}\n"
         "![samples](samples.gif)\n")
     write_samples_gif(out / "samples.gif", truth.context[:, -1], truth.future, frames)
     print(format_table(result))
