@@ -49,15 +49,15 @@ from tqdm import tqdm
 from vans_engine.planner import Planner
 
 from vans_training.assemble import ALIGNMENT_DIR
-from vans_training.data import NextEventData, to_model_frames
+from vans_training.data import NextEventBatch, NextEventData, to_model_frames
 from vans_training.metrics import caption_scores, psnr, rouge_l, sentence_embeddings, ssim
 from vans_training.models.alignment import VideoCaptionAligner
 from vans_training.sim_reward import SimGroundedReward
 
 METRICS = ("rouge_l", "bleu4", "caption_sim", "psnr", "ssim", "alignment")
 SIM_METRICS = ("plan_event_reached", "plan_sim_reward")
-SAMPLES_FILE = "samples.jsonl"
 ACTION_METRICS = ("plan_action_mse", "plan_motion_length", "plan_motion_cosine")
+SAMPLES_FILE = "samples.jsonl"
 
 
 def action_mse(actions: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -> float:
@@ -98,17 +98,17 @@ def score_predictions(captions: list[str], references: list[str], per_sample: di
     return {**caption_scores(captions, references), **{k: float(v.mean()) for k, v in per_sample.items()}}
 
 
-def write_sample_scores(path: Path, indices: np.ndarray, truth, captions: list[str],
+def write_sample_scores(path: Path, indices: np.ndarray, truth: NextEventBatch, captions: list[str],
                         per_sample: dict[str, np.ndarray], reached: np.ndarray) -> None:
     """One JSON line per sample: what it was, what was predicted, and its scores (``vans-train compare``
     pairs two runs' lines by ``index`` for its confidence intervals)."""
-    paraphrases = event_paraphrases()
+    right = names_event(captions, truth.events)
     with path.open("w") as f:
         for i, index in enumerate(indices):
             row = {"index": int(index), "task": truth.tasks[i], "event": truth.events[i], "recorded": truth.captions[i],
                    "predicted": captions[i], "rouge_l": rouge_l(captions[i], truth.captions[i]),
-                   "event_correct": float(captions[i] in paraphrases[truth.events[i]]),
-                   **{k: float(v[i]) for k, v in per_sample.items()}, "plan_event_reached": float(reached[i])}
+                   "event_correct": float(right[i]), **{k: float(v[i]) for k, v in per_sample.items()},
+                   "plan_event_reached": float(reached[i])}
             f.write(json.dumps(row) + "\n")
 
 
@@ -116,14 +116,14 @@ def event_breakdown(tasks: list[str], events: list[str], captions: list[str], re
     """Per (task, event in progress): samples, event accuracy, plans reaching it, the commonest caption.
     A VLM that reads the instruction more than the frames shows here: it names the task's later event
     while the earlier one is in progress."""
-    paraphrases = event_paraphrases()
+    right = names_event(captions, events)
     breakdown = {}
     for key in sorted(set(zip(tasks, events))):
         rows = [i for i, k in enumerate(zip(tasks, events)) if k == key]
-        named = [captions[i] for i in rows]
         breakdown[f"{key[0]}/{key[1]}"] = {
-            "samples": len(rows), "event_accuracy": float(np.mean([c in paraphrases[key[1]] for c in named])),
-            "plan_event_reached": float(reached[rows].mean()), "commonest_caption": Counter(named).most_common(1)[0][0]}
+            "samples": len(rows), "event_accuracy": float(right[rows].mean()),
+            "plan_event_reached": float(reached[rows].mean()),
+            "commonest_caption": Counter(captions[i] for i in rows).most_common(1)[0][0]}
     return breakdown
 
 
@@ -141,12 +141,18 @@ def event_paraphrases() -> dict[str, tuple[str, ...]]:
     return {event.name: event.captions for task in TASKS.values() for event in task.events}
 
 
+def names_event(captions: list[str], events: list[str]) -> np.ndarray:
+    """(N,) bool: each caption is one of its event's paraphrases."""
+    paraphrases = event_paraphrases()
+    return np.array([c in paraphrases[e] for c, e in zip(captions, events)], dtype=bool)
+
+
 def event_scores(captions: list[str], events: list[str]) -> dict[str, float]:
     """Multi-reference ROUGE-L and event accuracy of predicted captions against the recorded events."""
     paraphrases = event_paraphrases()
     return {"rouge_l_multi_ref": float(np.mean([max(rouge_l(c, r) for r in paraphrases[e])
                                                 for c, e in zip(captions, events)])),
-            "event_accuracy": float(np.mean([c in paraphrases[e] for c, e in zip(captions, events)]))}
+            "event_accuracy": float(names_event(captions, events).mean())}
 
 
 def write_samples_gif(path: Path, current: np.ndarray, futures: np.ndarray, frames: np.ndarray,
