@@ -76,7 +76,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from vans_sim.compare import compare
 
     try:

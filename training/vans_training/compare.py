@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from vans_sim.compare import load_named_runs
 
 from vans_training.evaluate import METRICS, SAMPLES_FILE, SIM_METRICS
