@@ -42,14 +42,20 @@ def fisher_two_sided(successes_a: int, trials_a: int, successes_b: int, trials_b
     return min(1.0, sum(p for p in map(probability, range(low, high + 1)) if p <= observed * (1 + 1e-9)))
 
 
+def named_run(item: str) -> tuple[str, Path]:
+    """``"NAME=DIR"`` -> (name, folder)."""
+    name, sep, folder = item.partition("=")
+    if not sep or not name or not folder:
+        raise ValueError(f"each run must look like NAME=DIR, got {item!r}")
+    return name, Path(folder)
+
+
 def load_named_runs(runs: list[str], filename: str, command: str) -> dict[str, dict]:
     """``["NAME=DIR", ...]`` -> {name: the JSON file ``DIR/filename``}; ``command`` is what writes it."""
     results = {}
     for item in runs:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"each run must look like NAME=DIR, got {item!r}")
-        path = Path(folder) / filename
+        name, folder = named_run(item)
+        path = folder / filename
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found (run {command} --out {folder} first)")
         if name in results:

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from vans_sim.compare import load_named_runs
+from vans_sim.compare import load_named_runs, named_run
 
 from vans_training.evaluate import METRICS, SAMPLES_FILE, SIM_METRICS
 
@@ -43,8 +43,8 @@ def load_sample_scores(runs: list[str]) -> dict[str, dict[str, np.ndarray]] | No
     index; None when a run has none. Raises when the runs scored different samples."""
     scores, indices = {}, None
     for item in runs:
-        name, _, folder = item.partition("=")
-        path = Path(folder) / SAMPLES_FILE
+        name, folder = named_run(item)
+        path = folder / SAMPLES_FILE
         if not path.is_file():
             return None
         rows = sorted((json.loads(line) for line in path.read_text().splitlines()), key=lambda r: r["index"])

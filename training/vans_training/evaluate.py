@@ -99,10 +99,10 @@ def score_predictions(captions: list[str], references: list[str], per_sample: di
 
 
 def write_sample_scores(path: Path, indices: np.ndarray, truth: NextEventBatch, captions: list[str],
-                        per_sample: dict[str, np.ndarray], reached: np.ndarray) -> None:
+                        per_sample: dict[str, np.ndarray], right: np.ndarray, reached: np.ndarray) -> None:
     """One JSON line per sample: what it was, what was predicted, and its scores (``vans-train compare``
-    pairs two runs' lines by ``index`` for its confidence intervals)."""
-    right = names_event(captions, truth.events)
+    pairs two runs' lines by ``index`` for its confidence intervals); ``right`` and ``reached`` are (N,)
+    bool: the caption names the event, the plan reaches it."""
     with path.open("w") as f:
         for i, index in enumerate(indices):
             row = {"index": int(index), "task": truth.tasks[i], "event": truth.events[i], "recorded": truth.captions[i],
@@ -112,11 +112,11 @@ def write_sample_scores(path: Path, indices: np.ndarray, truth: NextEventBatch, 
             f.write(json.dumps(row) + "\n")
 
 
-def event_breakdown(tasks: list[str], events: list[str], captions: list[str], reached: np.ndarray) -> dict[str, dict]:
-    """Per (task, event in progress): samples, event accuracy, plans reaching it, the commonest caption.
-    A VLM that reads the instruction more than the frames shows here: it names the task's later event
-    while the earlier one is in progress."""
-    right = names_event(captions, events)
+def event_breakdown(tasks: list[str], events: list[str], captions: list[str], right: np.ndarray,
+                    reached: np.ndarray) -> dict[str, dict]:
+    """Per (task, event in progress): samples, event accuracy, plans reaching it, the commonest caption
+    (``right`` and ``reached`` as in :func:`write_sample_scores`). A VLM that reads the instruction more
+    than the frames shows here: it writes one caption through all of a task's events."""
     breakdown = {}
     for key in sorted(set(zip(tasks, events))):
         rows = [i for i, k in enumerate(zip(tasks, events)) if k == key]
@@ -254,7 +254,8 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
         result["per_task"][task] = {
             **score_predictions([captions[i] for i in rows], [truth.captions[i] for i in rows],
                                 {k: v[rows] for k, v in per_sample.items()}), "samples": len(rows)}
-    result["per_event"] = event_breakdown(truth.tasks, truth.events, captions, planned.reached[:, 0])
+    right, reached = names_event(captions, truth.events), planned.reached[:, 0]
+    result["per_event"] = event_breakdown(truth.tasks, truth.events, captions, right, reached)
     result["examples"] = [{"task": truth.tasks[i], "predicted": captions[i], "recorded": truth.captions[i]}
                           for i in range(min(12, len(captions)))]
 
@@ -262,7 +263,7 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     conditioning = "; the VDM conditioned on the recorded captions, not the VLM's" if recorded_captions else ""
     out.mkdir(parents=True, exist_ok=True)
     (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_sample_scores(out / SAMPLES_FILE, indices, truth, captions, per_sample, planned.reached[:, 0])
+    write_sample_scores(out / SAMPLES_FILE, indices, truth, captions, per_sample, right, reached)
     examples = "\n".join(f"| {e['task']} | {e['predicted']} | {e['recorded']} |" for e in result["examples"])
     (out / "eval.md").write_text(
         f"# Next-event evaluation of `{model}`\n\n{len(indices)} samples of `{data}` (split {split}), "
