@@ -142,6 +142,8 @@ class DemoDataset:
         except (KeyError, OSError, json.JSONDecodeError) as e:
             raise DatasetError(f"{self.path}: unreadable dataset header ({e})") from e
         self.demo_names = sorted(names, key=lambda n: int(n.split("_")[1]))
+        # recordings made before the setting existed had no shadows
+        self.shadows = bool(self.env_args.get("env_kwargs", {}).get("shadows", False))
 
     def close(self) -> None:
         self._file.close()

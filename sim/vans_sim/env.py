@@ -48,6 +48,9 @@ class RoboDeskEnv(gym.Env):
             False nothing is rendered unless :meth:`render` is called.
         max_episode_steps (`int`, *optional*): truncation horizon; the task's own by default.
         render_mode (`str`, *optional*): `"rgb_array"` or None.
+        shadows (`bool`, defaults to `False`): the sun casts shadows onto the desk (see
+            :func:`vans_sim.scene.build_mjcf`). A model sees the scene it was trained on: record, score
+            and run a model with the setting its training data had (``env_kwargs`` of a recorded dataset).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
@@ -60,6 +63,7 @@ class RoboDeskEnv(gym.Env):
         observe_image: bool = True,
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
+        shadows: bool = False,
     ):
         self.task: Task = get_task(task)
         if image_size not in IMAGE_SIZES:
@@ -71,13 +75,14 @@ class RoboDeskEnv(gym.Env):
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
         self.image_size = image_size
+        self.shadows = bool(shadows)
         self.split = split
         self.observe_image = observe_image
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps or self.task.max_episode_steps
         self.instruction = self.task.instruction
 
-        self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf())
+        self.model = mujoco.MjModel.from_xml_string(scene.build_mjcf(shadows=self.shadows))
         self.data = mujoco.MjData(self.model)
         self._renderer: mujoco.Renderer | None = None
         self._index()

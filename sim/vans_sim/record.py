@@ -21,7 +21,7 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import h5py
@@ -44,6 +44,7 @@ class RecordConfig:
     image_size: int = 64
     split: str = "train"
     seed_start: int = 0
+    shadows: bool = False
     perturb_fraction: float = 0.2
     noise_std: float = 0.3
     shard_size: int = 20
@@ -72,9 +73,9 @@ class RecordConfig:
 
 
 def rollout(task: str, seed: int, split: str, image_size: int, noise_std: float = 0.0,
-            env: RoboDeskEnv | None = None) -> dict:
+            env: RoboDeskEnv | None = None, shadows: bool = False) -> dict:
     """Run the scripted expert for one episode and return everything a dataset stores."""
-    env = env or RoboDeskEnv(task, image_size=image_size, split=split)
+    env = env or RoboDeskEnv(task, image_size=image_size, split=split, shadows=shadows)
     policy = ExpertPolicy(task, 1, seed=seed + 1_000_003, noise_std=noise_std)
     obs, info = env.reset(seed=seed)
     policy.reset(np.array([0]))
@@ -120,7 +121,8 @@ def _record_shard(job: tuple[RecordConfig, str, int, list[tuple[int, str, int, b
     with h5py.File(tmp, "w") as f:
         data = f.create_group("data")
         for index, task, seed, perturbed in episodes:
-            env = envs.setdefault(task, RoboDeskEnv(task, image_size=config.image_size, split=config.split))
+            env = envs.setdefault(task, RoboDeskEnv(task, image_size=config.image_size, split=config.split,
+                                                    shadows=config.shadows))
             ep = rollout(task, seed, config.split, config.image_size,
                          config.noise_std if perturbed else 0.0, env=env)
             write_episode(data.create_group(f"demo_{index}"), ep)
@@ -135,7 +137,9 @@ def _check_resume(out: Path, config: RecordConfig) -> None:
     wanted = asdict(config)
     wanted["tasks"] = list(wanted["tasks"])
     if args_file.exists():
-        previous = json.loads(args_file.read_text())
+        # a setting added after that recording was made reads as its default
+        defaults = {f.name: f.default for f in fields(RecordConfig) if f.default is not MISSING}
+        previous = {**defaults, **json.loads(args_file.read_text())}
         if previous != wanted:
             raise ValueError(f"{out} holds a recording with other settings ({args_file}); "
                              "use another --out or delete that folder")
@@ -163,7 +167,7 @@ def _merge(out: Path, config: RecordConfig, num_shards: int) -> dict:
         data.attrs["vans_sim_version"] = __version__
         data.attrs["env_args"] = json.dumps({
             "env_name": "vans_sim/RoboDesk-v0", "type": "vans_sim",
-            "env_kwargs": {"image_size": config.image_size, "split": config.split,
+            "env_kwargs": {"image_size": config.image_size, "split": config.split, "shadows": config.shadows,
                            "control_period_s": scene.CONTROL_PERIOD},
         })
         rng = np.random.default_rng(config.seed_start)

@@ -89,6 +89,9 @@ OBJECT_REST_Z = {
 CAMERA_POS = np.array([0.16, -1.00, 1.22])
 CAMERA_TARGET = np.array([0.16, -0.06, 0.30])
 CAMERA_FOVY = 48.0
+# Side of the sun's shadow map when shadows are on. At a 64-pixel camera 256 draws the same shadow as
+# 1024 at a third of the cost (a step renders at ~280 steps/s against ~540 without shadows, ~100 at 1024).
+SHADOW_MAP_SIZE = 256
 
 # Physics: one environment step is CONTROL_SUBSTEPS physics steps of TIMESTEP seconds.
 TIMESTEP = 0.005
@@ -160,11 +163,13 @@ def _button_bodies() -> str:
     return "".join(bodies)
 
 
-def build_mjcf() -> str:
+def build_mjcf(shadows: bool = False) -> str:
     """Return the MJCF XML of the desk scene.
 
-    Shadows and multisampling are off and the scene has one light: under Mesa's software
-    rasteriser those cost far more than the physics does.
+    Multisampling is off and the scene has one light: under Mesa's software rasteriser those cost far
+    more than the physics does. Shadows are off unless ``shadows`` is set; then the sun casts them onto
+    the desk, which shows where the gripper is along the camera's line of sight (moving towards the
+    camera and moving down look alike in a single view without them), for about twice the render cost.
     """
     top = DESK_TOP
     dx, dy = DESK_HALF
@@ -179,7 +184,7 @@ def build_mjcf() -> str:
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{TIMESTEP}" integrator="implicitfast" cone="elliptic" impratio="4"/>
   <visual>
-    <quality shadowsize="0" offsamples="0" numslices="12" numstacks="6" numquads="1"/>
+    <quality shadowsize="{SHADOW_MAP_SIZE if shadows else 0}" offsamples="0" numslices="12" numstacks="6" numquads="1"/>
     <global offwidth="256" offheight="256" fovy="{CAMERA_FOVY}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.2 0.2 0.2" specular="0 0 0"/>
   </visual>
@@ -188,7 +193,7 @@ def build_mjcf() -> str:
     <default class="static"><geom contype="1" conaffinity="1"/></default>
   </default>
   <worldbody>
-    <light name="sun" directional="true" castshadow="false" pos="0 -0.5 2" dir="0.2 0.4 -1"
+    <light name="sun" directional="true" castshadow="{str(shadows).lower()}" pos="0 -0.5 2" dir="0.2 0.4 -1"
            diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>
     <camera name="desk_camera" pos="{' '.join(f'{v:.4f}' for v in CAMERA_POS)}"
             xyaxes="{_camera_xyaxes(CAMERA_POS, CAMERA_TARGET)}" fovy="{CAMERA_FOVY}"/>

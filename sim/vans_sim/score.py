@@ -41,6 +41,7 @@ class ScoreConfig:
     split: str = "heldout"
     seed_start: int = 0
     image_size: int = 64
+    shadows: bool = False
     num_envs: int = 8
     vector: str = "async"  # "async" (one process per environment) or "sync"
     video: bool = True
@@ -60,7 +61,7 @@ class ScoreConfig:
 
 def _make_vector_env(config: ScoreConfig, task: str, num_envs: int, observe_image: bool):
     make = functools.partial(RoboDeskEnv, task=task, image_size=config.image_size, split=config.split,
-                             observe_image=observe_image, render_mode="rgb_array")
+                             shadows=config.shadows, observe_image=observe_image, render_mode="rgb_array")
     if config.vector == "async" and num_envs > 1:
         return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
     return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)

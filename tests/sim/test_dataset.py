@@ -76,6 +76,28 @@ def test_resume_after_interruption(tmp_path):
     assert record(CONFIG, out, progress=False)["already_complete"] is True
 
 
+def test_shadows_are_recorded_in_the_env_kwargs(tmp_path, dataset_dir):
+    shadowed = RecordConfig(tasks=("push_red",), episodes=1, shadows=True)
+    record(shadowed, tmp_path / "shadowed", progress=False)
+    with DemoDataset(tmp_path / "shadowed") as ds, DemoDataset(dataset_dir) as plain:
+        assert ds.shadows is True and ds.env_args["env_kwargs"]["shadows"] is True
+        assert plain.shadows is False
+        # the same seed, the same expert, so the same first frame but for the shadows on the desk
+        assert not np.array_equal(ds.episode(0).images[0], plain.episode(0).images[0])
+        np.testing.assert_array_equal(ds.episode(0).ee_pos[0], plain.episode(0).ee_pos[0])
+
+
+def test_a_recording_from_before_a_setting_existed_resumes(tmp_path):
+    out = tmp_path / "rec"
+    out.mkdir()
+    previous = {**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}
+    del previous["shadows"]  # record_args.json as written before shadows were a setting
+    (out / "record_args.json").write_text(json.dumps(previous))
+    assert record(CONFIG, out, progress=False)["episodes"] == 6
+    with pytest.raises(ValueError, match="other settings"):
+        record(RecordConfig(**{**CONFIG.__dict__, "shadows": True}), out, progress=False)
+
+
 def test_other_settings_are_refused(dataset_dir):
     other = RecordConfig(tasks=("push_red",), episodes=1)
     with pytest.raises(ValueError, match="other settings"):

@@ -103,3 +103,22 @@ def test_bad_actions(action, match):
         env.step(np.array(action))
     np.testing.assert_array_equal(before, env.data.qpos)  # nothing happened
     env.step(np.zeros(4))  # and the env still works
+
+
+def test_shadows_mark_the_desk_below_the_gripper():
+    plain, shadowed = RoboDeskEnv("push_red"), RoboDeskEnv("push_red", shadows=True)
+    a, _ = plain.reset(seed=3)
+    b, _ = shadowed.reset(seed=3)
+    np.testing.assert_array_equal(a["ee_pos"], b["ee_pos"])  # the same physics, another picture
+    darker = a["image"].astype(int).sum(-1) - b["image"].astype(int).sum(-1)
+    # the sun's shadows darken (a pixel or two on an edge may come out lighter), and they fall on
+    # patches of the desk, not over the whole frame
+    assert (darker > 30).sum() > 20 * (darker < -30).sum() and 10 < (darker > 30).sum() < 64 * 64 // 4
+    # the gripper's shadow moves with the gripper along the camera's line of sight
+    for _ in range(8):
+        a, *_ = plain.step(np.array([0, 1, 0, 0]))
+        b, *_ = shadowed.step(np.array([0, 1, 0, 0]))
+    moved = a["image"].astype(int).sum(-1) - b["image"].astype(int).sum(-1)
+    assert not np.array_equal(moved > 30, darker > 30)
+    plain.close()
+    shadowed.close()

@@ -180,6 +180,18 @@ def test_scored_through_the_vans_sim_cli(policy, planner_folder, tmp_path, caplo
     assert "no longer matches" not in caplog.text
 
 
+def test_shadowed_scenes_need_shadowed_oracles(planner_folder, tmp_path, caplog):
+    from vans_sim.cli import main
+
+    command = ["score", "--policy", "oracle-video", "--model", str(planner_folder), "--tasks", TASK, "--episodes", "1",
+               "--num-envs", "1", "--split", "heldout", "--shadows", "--no-video", "--quiet"]
+    with caplog.at_level(logging.WARNING, logger="vans_training.policies"):
+        assert main([*command, "--policy-option", "render_shadows=true", "--out", str(tmp_path / "matched")]) == 0
+        assert "no longer matches" not in caplog.text
+        assert main([*command, "--out", str(tmp_path / "unmatched")]) == 0  # the plain shadow disagrees at once
+    assert "no longer matches" in caplog.text
+
+
 def test_oracle_caption_plans_with_the_true_caption_from_the_true_context(planner_folder):
     from vans_sim.env import proprioception
     from vans_training.policies import OracleCaptionPolicy

@@ -22,7 +22,7 @@ import h5py
 import mujoco
 import numpy as np
 import torch
-from vans_sim.dataset import LOW_DIM_KEYS, resolve_dataset_path, write_episode
+from vans_sim.dataset import LOW_DIM_KEYS, DemoDataset, resolve_dataset_path, write_episode
 from vans_sim.env import RoboDeskEnv, proprioception
 from vans_sim.experts import ScriptedExpert
 from vans_sim.tasks import TASKS
@@ -72,6 +72,9 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
     (``include_perturbed=True``) reads them. Episode seeds count up from ``seed_start``, skipping those
     that the valid and test splits own (ending in 8 or 9).
 
+    The scenes render shadows when ``base`` was recorded with them (``vans-sim record --shadows``), so
+    that the branches look like the data they extend.
+
     Returns ``{"branches", "steps", "successes", "episodes"}``.
     """
     if not 0.0 <= idm_fraction <= 1.0:
@@ -84,6 +87,8 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
     else:
         idm, k = load_idm(model)
         image_size = idm.config.image_size
+    with DemoDataset(base) as recorded:
+        shadows = recorded.shadows
     replan, branch_steps = max(1, k // 2), k + 4
     seeds = [s for s in range(seed_start, seed_start + 10 * episodes_per_task) if seed_split(s) == "train"]
     seeds = seeds[:episodes_per_task]
@@ -96,7 +101,7 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
         data = f["data"]
         count, names = len(data), []
         for task in tasks or list(TASKS):
-            env = RoboDeskEnv(task, image_size=image_size, split="train",
+            env = RoboDeskEnv(task, image_size=image_size, split="train", shadows=shadows,
                               max_episode_steps=max_episode_steps)
             for seed in seeds:
                 obs, info = env.reset(seed=seed)

@@ -99,12 +99,15 @@ class ShadowedPolicy:
         image_size (`int`): image size of the scored environments.
         max_episode_steps (`int`, *optional*): the scored environments' horizon; the task's own by default.
         history (`int`, defaults to 1): images kept in ``self.history[i]``, newest last.
+        render_shadows (`bool`, defaults to `False`): whether the scored environments render the sun's
+            shadows (``RoboDeskEnv(shadows=...)``, ``vans-sim score --shadows``); the shadow environments
+            must match.
     """
 
     needs_image = True
 
     def __init__(self, task: str, num_envs: int, seed: int, split: str, image_size: int,
-                 max_episode_steps: int | None, history: int = 1):
+                 max_episode_steps: int | None, history: int = 1, render_shadows: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if image_size not in IMAGE_SIZES:
@@ -113,7 +116,8 @@ class ShadowedPolicy:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.task, self.num_envs, self.seed = task, num_envs, int(seed)
         self.shadows = [RoboDeskEnv(task=task, image_size=image_size, split=split, observe_image=True,
-                                    max_episode_steps=max_episode_steps) for _ in range(num_envs)]
+                                    max_episode_steps=max_episode_steps, shadows=render_shadows)
+                        for _ in range(num_envs)]
         self.experts = [ScriptedExpert(task) for _ in range(num_envs)]
         self.resets = np.zeros(num_envs, int)  # resets seen per environment, for the seed scheme
         self.current: list[dict | None] = [None] * num_envs  # the shadow's latest observation
@@ -212,6 +216,8 @@ class OracleVideoPolicy(ShadowedPolicy):
         split (`str`, defaults to `"heldout"`): split of the scored environments (the shadows must match).
         image_size (`int`, defaults to 64): image size of the scored environments.
         max_episode_steps (`int`, *optional*): the scored environments' horizon; the task's own by default.
+        render_shadows (`bool`, defaults to `False`): the scored environments render shadows, as
+            :class:`ShadowedPolicy`.
         backend (`str`, defaults to `"torch"`): only ``"torch"``: the IDM runs in PyTorch.
         device (`str`, defaults to `"cpu"`): torch device of the IDM.
         motion_gain (`float`, defaults to 1): factor on the IDM's dx, dy, dz, as ``PlannerConfig.motion_gain``
@@ -220,8 +226,8 @@ class OracleVideoPolicy(ShadowedPolicy):
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
-                 image_size: int = 64, max_episode_steps: int | None = None, backend: str = "torch",
-                 device: str = "cpu", motion_gain: float = 1.0):
+                 image_size: int = 64, max_episode_steps: int | None = None, render_shadows: bool = False,
+                 backend: str = "torch", device: str = "cpu", motion_gain: float = 1.0):
         from vans_engine.planner import check_motion_gain  # imported here, as in load_idm
         from vans_engine.policy import check_replan_every
 
@@ -230,7 +236,7 @@ class OracleVideoPolicy(ShadowedPolicy):
         if backend != "torch":
             raise ValueError(f"the oracle-video policy runs its IDM in PyTorch: backend must be 'torch', got {backend!r}")
         # 1. one shadow environment and one tracking expert per scored environment
-        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps)
+        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps, render_shadows=render_shadows)
         # 2. the IDM
         self.device = torch.device(device)
         self.idm, self.future_frames = load_idm(model, future_frames)
@@ -278,6 +284,7 @@ class OracleCaptionPolicy(ShadowedPolicy):
             `"heldout"`), image_size (`int`, defaults to 64), max_episode_steps (`int`, *optional*): as
             for :class:`OracleVideoPolicy`. ``seed`` also seeds the first plan's noise, later plans the
             following seeds, as ``PlannerPolicy``.
+        render_shadows (`bool`, defaults to `False`): as for :class:`OracleVideoPolicy`.
         model (`str`): planner checkpoint folder.
         backend (`str`, defaults to `"onnxruntime"`), device (`str`, defaults to `"cpu"`): the planner's.
         replan_every (`int`, *optional*): steps between plans, in [1, K]; by default K // 2.
@@ -287,7 +294,7 @@ class OracleCaptionPolicy(ShadowedPolicy):
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
                  steps: int | None = None, split: str = "heldout", image_size: int = 64,
-                 max_episode_steps: int | None = None):
+                 max_episode_steps: int | None = None, render_shadows: bool = False):
         from vans_engine.planner import Planner
         from vans_engine.policy import check_replan_every
 
@@ -304,7 +311,7 @@ class OracleCaptionPolicy(ShadowedPolicy):
         self.last_captions: list[str | None] = [None] * num_envs  # the caption of each environment's last plan
         # the context clip is the shadow's last frames: as PlannerPolicy, the first frame pads a young episode
         super().__init__(task, num_envs, seed, split, image_size, max_episode_steps,
-                         history=self.planner.config.context_frames)
+                         history=self.planner.config.context_frames, render_shadows=render_shadows)
 
     def plan(self, need: list[int]) -> None:
         captions = [self.current_info[i]["caption"] for i in need]
