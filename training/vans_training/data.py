@@ -94,6 +94,7 @@ class NextEventData:
         offset = 0
         with DemoDataset(path) as dataset:
             self.path = dataset.path
+            self.shadows = dataset.shadows  # the scenes were rendered with the sun's shadows
             for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
                 ep = dataset.episode(index)
                 if (ep.perturbed and not include_perturbed) or (successful_only and not ep.success):
