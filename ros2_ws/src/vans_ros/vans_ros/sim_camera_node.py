@@ -42,6 +42,7 @@ PARAMETERS = [
     ParameterSpec("task", "push_red", "vans_sim task (vans-sim tasks lists them)", check=bool, rule="a task name"),
     ParameterSpec("split", "heldout", "initial-state split", choices=("train", "heldout")),
     ParameterSpec("image_size", 64, "side of the rendered camera image", choices=(64, 128, 256)),
+    ParameterSpec("shadows", False, "the sun casts shadows onto the desk; set it as the planner's training data had it"),
     ParameterSpec("step_rate_hz", 20.0, "simulator steps (and frames) per wall-clock second; 20 = real time",
                   check=lambda v: 0 < v <= 1000, rule="in (0, 1000]"),
     ParameterSpec("seed", 0, "seed of the first episode; later episodes count up", check=non_negative, rule=">= 0"),
@@ -76,7 +77,7 @@ class SimCameraNode(Node):
         self.period_s = CONTROL_PERIOD
         self.proprioception = proprioception
         self.env = gym.make("vans_sim/RoboDesk-v0", task=p["task"], image_size=p["image_size"], split=p["split"],
-                            max_episode_steps=p["max_episode_steps"] or None)
+                            shadows=p["shadows"], max_episode_steps=p["max_episode_steps"] or None)
         self._lock = threading.Lock()  # the queued actions and the newest cmd
         self._queued = np.zeros((0, 4), np.float32)
         self._cmd: tuple[float, TwistStamped] | None = None
