@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="camera image side in pixels")
     p.add_argument("--split", default="train", choices=SPLITS, help="initial-state randomization split")
     p.add_argument("--shadows", action="store_true",
-                   help="the sun casts shadows onto the desk (a depth cue; about twice the render cost)")
+                   help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost)")
     p.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     p.add_argument("--out", required=True, help="output folder; the dataset is OUT/demo.hdf5")
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="camera image side in pixels")
     p.add_argument("--shadows", action="store_true",
-                   help="the sun casts shadows onto the desk (a depth cue; about twice the render cost); score a model with the setting of its training data")
+                   help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost); "
+                   "score a model with the setting of its training data")
     p.add_argument("--num-envs", type=int, default=8, help="environments stepped together")
     p.add_argument("--vector", default="async", choices=("async", "sync"),
                    help="one process per environment (async) or all in this process (sync)")

@@ -169,7 +169,7 @@ def build_mjcf(shadows: bool = False) -> str:
     Multisampling is off and the scene has one light: under Mesa's software rasteriser those cost far
     more than the physics does. Shadows are off unless ``shadows`` is set; then the sun casts them onto
     the desk, which shows where the gripper is along the camera's line of sight (moving towards the
-    camera and moving down look alike in a single view without them), for about twice the render cost.
+    camera and moving down look alike in a single view without them), for 2 to 2.5x the render cost.
     """
     top = DESK_TOP
     dx, dy = DESK_HALF
