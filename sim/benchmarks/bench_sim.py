@@ -97,7 +97,8 @@ def main() -> None:
     results["vans_sim_steps_per_s_no_image"] = steps_per_second(args.steps, False)
     # the sun's shadows (RoboDeskEnv(shadows=True)), against the same plain run
     results["vans_sim_steps_per_s_image64_shadows"] = steps_per_second(args.steps, True, shadows=True)
-    results["shadows_slowdown"] = results["vans_sim_steps_per_s_image64"] / results["vans_sim_steps_per_s_image64_shadows"]
+    results["shadows_slowdown"] = (results["vans_sim_steps_per_s_image64"]
+                                   / results["vans_sim_steps_per_s_image64_shadows"])
     if not args.skip_robodesk:
         rd = robodesk_steps_per_second(args.robodesk_steps)
         results["robodesk_steps_per_s_image64"] = rd["steps_per_s"]

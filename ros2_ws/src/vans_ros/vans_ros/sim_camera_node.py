@@ -42,7 +42,7 @@ PARAMETERS = [
     ParameterSpec("task", "push_red", "vans_sim task (vans-sim tasks lists them)", check=bool, rule="a task name"),
     ParameterSpec("split", "heldout", "initial-state split", choices=("train", "heldout")),
     ParameterSpec("image_size", 64, "side of the rendered camera image", choices=(64, 128, 256)),
-    ParameterSpec("shadows", False, "the sun casts shadows onto the desk; set it as the planner's training data had it"),
+    ParameterSpec("shadows", False, "the sun casts shadows onto the desk; as the planner's training data had it"),
     ParameterSpec("step_rate_hz", 20.0, "simulator steps (and frames) per wall-clock second; 20 = real time",
                   check=lambda v: 0 < v <= 1000, rule="in (0, 1000]"),
     ParameterSpec("seed", 0, "seed of the first episode; later episodes count up", check=non_negative, rule=">= 0"),
