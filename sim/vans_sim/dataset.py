@@ -48,7 +48,7 @@ class Episode:
     split: str
     seed: int
     success: bool
-    perturbed: bool
+    perturbed: bool  # recorded with action noise, or a DAgger branch from a state another policy reached
     event_names: list[str]
     images: np.ndarray  # (N, S, S, 3) uint8
     actions: np.ndarray  # (N, 4)
@@ -57,6 +57,7 @@ class Episode:
     object_state: np.ndarray
     events: np.ndarray  # (N,) int
     captions: list[str]
+    noise_std: float = 0.0  # the action noise it was recorded with (0 for the expert and its DAgger branches)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -174,6 +175,7 @@ class DemoDataset:
                 gripper=g["obs/gripper"][()], object_state=g["obs/object_state"][()],
                 events=g["events"][()].astype(np.int64),
                 captions=[c.decode() if isinstance(c, bytes) else str(c) for c in g["captions"][()]],
+                noise_std=float(a["noise_std"]),
             )
         except (KeyError, OSError, ValueError) as e:
             raise DatasetError(f"{self.path}: episode {name} is corrupt or incomplete ({e})") from e

@@ -9,7 +9,13 @@ same arguments face the same scenes. Writes ``OUT/report.json``::
      "tasks": {TASK: {"episodes": int, "successes": int, "success_rate": float,
                       "ci95": [lo, hi], "mean_steps": float}},
      "overall": {"success_rate": float, "single_tasks": float, "chained_tasks": float},
-     "per_episode": [{"task", "episode_ix", "seed", "success", "steps"}, ...]}
+     "per_episode": [{"task", "episode_ix", "seed", "success", "steps", "blocked_steps"}, ...]}
+
+``blocked_share`` (per task, beside ``mean_steps``) is the share of steps in which the policy commanded
+a motion of the tool point that did not happen: at least ``BLOCKED_MIN_COMMAND`` of the action's
+reach, of which the tool covered less than ``BLOCKED_FRACTION`` (pressed on the desk or an object,
+or at the edge of its reach). A policy whose next action depends only on what it sees repeats a
+blocked motion for as long as nothing in view changes, so this share tells where its episodes go.
 
 plus ``OUT/report.md``, a bar plot ``OUT/success.png`` and a grid video ``OUT/rollouts.gif`` of the
 first episode of every task.
@@ -28,9 +34,24 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from tqdm import tqdm
 
 from vans_sim.env import RoboDeskEnv
+from vans_sim.scene import EE_MAX_STEP
 from vans_sim.policies import load_policy_class
 from vans_sim.report import success_bar_plot, wilson_interval, write_grid_video
 from vans_sim.tasks import get_task
+
+
+# A step is blocked when the action asked for at least a fifth of the largest step and the tool point
+# moved less than a tenth of what was asked: the expert in free space covers most of its command.
+BLOCKED_MIN_COMMAND = 0.2
+BLOCKED_FRACTION = 0.1
+
+
+def blocked_steps(actions: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(N,) bool: which of N environments commanded ``actions`` (N, 4) and did not move their tool point
+    from ``before`` to ``after`` (N, 3) by at least ``BLOCKED_FRACTION`` of that command."""
+    commanded = np.linalg.norm(actions[:, :3], axis=1)
+    moved = np.linalg.norm(after - before, axis=1) / EE_MAX_STEP
+    return (commanded >= BLOCKED_MIN_COMMAND) & (moved < BLOCKED_FRACTION * commanded)
 
 
 @dataclass
@@ -80,14 +101,16 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
             obs, _ = vec.reset(seed=seeds)
             policy.reset(np.arange(num_envs))
             live = np.array([start + i < config.episodes for i in range(num_envs)])
-            steps = np.zeros(num_envs, int)
+            steps, blocked = np.zeros(num_envs, int), np.zeros(num_envs, int)
             success = np.zeros(num_envs, bool)
             filming = config.video and start == 0
             if filming:
                 clip.append(vec.call("render")[0])
             while live.any():
-                obs, _, terminated, truncated, info = vec.step(policy.act(obs))
+                actions, before = policy.act(obs), obs["ee_pos"].copy()
+                obs, _, terminated, truncated, info = vec.step(actions)
                 steps += live
+                blocked += live & blocked_steps(actions, before, obs["ee_pos"])
                 success |= live & terminated
                 live &= ~(terminated | truncated)
                 if filming:  # the first environment's episode, up to and including its last frame
@@ -96,7 +119,8 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
             for i in range(num_envs):
                 if start + i < config.episodes:
                     rows.append({"task": task, "episode_ix": start + i, "seed": seeds[i],
-                                 "success": bool(success[i]), "steps": int(steps[i])})
+                                 "success": bool(success[i]), "steps": int(steps[i]),
+                                 "blocked_steps": int(blocked[i])})
             if bar is not None:
                 bar.update(min(num_envs, config.episodes - start))
     finally:
@@ -113,6 +137,7 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
             "episodes": len(mine), "successes": wins, "success_rate": wins / len(mine),
             "ci95": list(wilson_interval(wins, len(mine))),
             "mean_steps": float(np.mean([r["steps"] for r in mine])),
+            "blocked_share": sum(r["blocked_steps"] for r in mine) / max(1, sum(r["steps"] for r in mine)),
         }
 
     def mean_rate(names: list[str]) -> float | None:
@@ -132,12 +157,13 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
 
 
 def format_table(report: dict) -> str:
-    lines = ["| task | episodes | success | 95% CI | mean steps |", "|---|---:|---:|---:|---:|"]
+    lines = ["| task | episodes | success | 95% CI | mean steps | blocked steps |", "|---|---:|---:|---:|---:|---:|"]
     for name, t in report["tasks"].items():
         lo, hi = t["ci95"]
-        lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {lo:.1%} – {hi:.1%} | {t['mean_steps']:.1f} |")
+        lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {lo:.1%} – {hi:.1%} | "
+                     f"{t['mean_steps']:.1f} | {t['blocked_share']:.0%} |")
     o = report["overall"]
-    lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | |")
+    lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | | |")
     return "\n".join(lines)
 
 

@@ -44,6 +44,7 @@ def test_round_trip_matches_a_fresh_rollout(dataset_dir):
         np.testing.assert_allclose(ep.actions, np.asarray(again["actions"]), atol=1e-7)
         assert ep.captions == again["captions"]
         assert [ds.episode(i).perturbed for i in range(6)] == [False, False, True] * 2
+        assert [ds.episode(i).noise_std for i in range(3)] == [0.0, 0.0, 0.3]  # RecordConfig.noise_std
 
 
 def test_next_event_samples(dataset_dir):

@@ -122,3 +122,22 @@ def test_shadows_mark_the_desk_below_the_gripper():
     assert not np.array_equal(moved > 30, darker > 30)
     plain.close()
     shadowed.close()
+
+
+def test_a_tool_pushed_into_the_desk_counts_as_blocked():
+    from vans_sim.score import blocked_steps
+
+    env = RoboDeskEnv("push_red", image_size=64, split="train", observe_image=False)
+    obs, _ = env.reset(seed=0)
+    down, flags = np.array([0.0, 0.0, -1.0, 0.0], np.float32), []
+    for _ in range(60):
+        before = obs["ee_pos"].copy()
+        obs, *_ = env.step(down)
+        flags.append(bool(blocked_steps(down[None], before[None], obs["ee_pos"][None])[0]))
+    env.close()
+    first = flags.index(True)
+    assert first > 3 and all(flags[first + 2:])  # free fall first, then held by the desk every step
+    # a command too small to count, and a command the tool follows, are not blocked
+    still, free = np.zeros((1, 3)), np.array([[0.0, 0.0, 0.02]])
+    assert not blocked_steps(np.array([[0.1, 0, 0, 0]]), still, still)[0]
+    assert not blocked_steps(np.array([[0, 0, 1.0, 0]]), still, free)[0]

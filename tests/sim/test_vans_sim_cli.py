@@ -52,8 +52,9 @@ def test_score_writes_the_report(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["policy"] == "expert" and report["split"] == "heldout"
     task = report["tasks"]["push_blue"]
-    assert set(task) == {"episodes", "successes", "success_rate", "ci95", "mean_steps"}
+    assert set(task) == {"episodes", "successes", "success_rate", "ci95", "mean_steps", "blocked_share"}
     assert task["episodes"] == 3 and task["success_rate"] == 1.0
+    assert task["blocked_share"] < 0.05  # the expert presses a button, never the desk
     assert 0 <= task["ci95"][0] <= task["success_rate"] <= task["ci95"][1] <= 1
     assert report["overall"]["success_rate"] == 1.0
     for name in ("report.md", "success.png", "rollouts.gif"):

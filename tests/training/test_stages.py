@@ -194,6 +194,11 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     assert len(extended) == len(base) + 3 * 6 and extended.seeds[-1] == 1010  # seeds 1008 and 1009 are valid/test
     assert len(NextEventData(tmp_path / "dagger", "valid", **kwargs)) == len(NextEventData(dataset, "valid", **kwargs))
     assert len(NextEventData(tmp_path / "dagger", "train", **kwargs)) == len(NextEventData(dataset, "train", **kwargs))
+    # the VDM's reading (expert_branches): the successful expert episodes and the branches, no noisy episode
+    expert = dict(context_frames=1, anchor_every=2)
+    with_branches = NextEventData(tmp_path / "dagger", "train", expert_branches=True, **expert)
+    assert len(with_branches) == len(NextEventData(dataset, "train", **expert)) + 3 * 6
+    assert with_branches.seeds[-1] == 1010
     first = extended.batch(np.array([len(base)]))  # the first branch starts at the episode's reset
     env = RoboDeskEnv("push_red", image_size=64, split="train")
     np.testing.assert_array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"])

@@ -117,6 +117,9 @@ class VDMTrainConfig(TrainConfig):
             student: the path the planner deploys).
         random_shift (`int`), photometric_jitter (`float`): per-sample translation (pixels) and colour
             change, the same for its context and future frames, as the ``idm`` stage's (0 = off).
+        expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger``):
+            the expert's moves from the states a driver, the deployed planner say, reached and the
+            expert never does (the gripper pressed against the desk or the edge of its reach).
     """
 
     output_dir: str = "runs/vdm"
@@ -131,6 +134,7 @@ class VDMTrainConfig(TrainConfig):
     unrolled_steps: int = 0
     random_shift: int = 0
     photometric_jitter: float = 0.0
+    expert_branches: bool = False
 
     def __post_init__(self):
         super().__post_init__()

@@ -76,13 +76,16 @@ class NextEventData:
         context_frames (`int`), future_frames (`int`): T and K.
         anchor_every (`int`): anchor a sample every this many steps.
         include_perturbed (`bool`): use the episodes recorded with action noise (for inverse dynamics).
+        expert_branches (`bool`): also use the DAgger rounds' branches (``vans-train dagger``): the
+            scripted expert's moves, without noise, from states another policy reached, which a
+            recording of the expert alone never visits.
         successful_only (`bool`): skip episodes that failed their task.
         tasks (`list[str]`, *optional*): keep only these tasks.
     """
 
     def __init__(self, path: str | Path, split: str = "train", context_frames: int = 4, future_frames: int = 8,
                  anchor_every: int = 4, include_perturbed: bool = False, successful_only: bool = True,
-                 tasks: list[str] | None = None, progress: bool = False):
+                 tasks: list[str] | None = None, progress: bool = False, expert_branches: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if min(context_frames, future_frames, anchor_every) < 1:
@@ -97,7 +100,10 @@ class NextEventData:
             self.shadows = dataset.shadows  # the scenes were rendered with the sun's shadows
             for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
                 ep = dataset.episode(index)
-                if (ep.perturbed and not include_perturbed) or (successful_only and not ep.success):
+                branch = ep.perturbed and ep.noise_std == 0  # never marked successful: read apart
+                wanted = ((include_perturbed or not ep.perturbed) and (ep.success or not successful_only)
+                          or expert_branches and branch)
+                if not wanted:
                     continue
                 if (split != "all" and seed_split(ep.seed) != split) or (tasks and ep.task not in tasks):
                     continue

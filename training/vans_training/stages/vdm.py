@@ -184,7 +184,7 @@ class VDMStage(Stage):
 
     def __init__(self, config: VDMTrainConfig, device: torch.device):
         super().__init__(config, device)
-        self.train_data, self.valid_data = train_and_valid(config)
+        self.train_data, self.valid_data = train_and_valid(config, expert_branches=config.expert_branches)
         self.tokens = CaptionTokens(device, task_corpus() + self.train_data.caption_corpus())
         self.scheduler = make_scheduler(shift=config.shift)
         self.model = self.build_model().to(device)
