@@ -34,9 +34,9 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from tqdm import tqdm
 
 from vans_sim.env import RoboDeskEnv
-from vans_sim.scene import EE_MAX_STEP
 from vans_sim.policies import load_policy_class
 from vans_sim.report import success_bar_plot, wilson_interval, write_grid_video
+from vans_sim.scene import EE_MAX_STEP
 from vans_sim.tasks import get_task
 
 

@@ -101,8 +101,8 @@ class NextEventData:
             for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
                 ep = dataset.episode(index)
                 branch = ep.perturbed and ep.noise_std == 0  # never marked successful: read apart
-                wanted = ((include_perturbed or not ep.perturbed) and (ep.success or not successful_only)
-                          or expert_branches and branch)
+                wanted = (((include_perturbed or not ep.perturbed) and (ep.success or not successful_only))
+                          or (expert_branches and branch))
                 if not wanted:
                     continue
                 if (split != "all" and seed_split(ep.seed) != split) or (tasks and ep.task not in tasks):
