@@ -8,7 +8,8 @@ from the first with a two-sided exact test. Runs that scored the same episodes (
 seeds) are paired: McNemar's exact test counts only the episodes whose outcome differs, so the
 spread in how hard the seeds are does not blur the comparison. Runs that did not are compared with
 Fisher's exact test. At 120 episodes a run, a change of a few successes is what chance alone gives:
-the test says how many.
+the test says how many. A second table gives each run's share of blocked steps per task (see
+``vans_sim.score``): where a policy's failed episodes stall.
 """
 
 from __future__ import annotations
@@ -111,16 +112,38 @@ def comparison_table(reports: dict[str, dict]) -> str:
     return header + "\n".join(rows) + "\n"
 
 
+def blocked_share_cell(report: dict, task: str | None) -> str:
+    """The share of a report's steps (of one task or all) that were blocked; empty for reports written
+    before ``vans-sim score`` counted them."""
+    episodes = [e for e in report["per_episode"] if task in (None, e["task"])]
+    if not episodes or any("blocked_steps" not in e for e in episodes):
+        return ""
+    return f"{sum(e['blocked_steps'] for e in episodes) / max(1, sum(e['steps'] for e in episodes)):.0%}"
+
+
+def blocked_table(reports: dict[str, dict]) -> str:
+    names = list(reports)
+    tasks = list(dict.fromkeys(t for report in reports.values() for t in report["tasks"]))
+    header = "| task | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
+    rows = [f"| {'**overall**' if task is None else task} | "
+            + " | ".join(blocked_share_cell(reports[n], task) for n in names) + " |" for task in tasks + [None]]
+    return header + "\n".join(rows) + "\n"
+
+
 def compare(runs: list[str], out: str | Path) -> Path:
     """Write ``OUT.md`` (the table and each run's command); returns it."""
     reports = load_runs(runs)
     table = comparison_table(reports)
+    blocked = blocked_table(reports)
     commands = "\n".join(f"- {name}: `{report.get('command', '')}`" for name, report in reports.items())
     out = Path(out).with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# Closed-loop comparison\n\nSuccesses with 95% Wilson intervals; in the last columns each "
                    f"run's change from the first, with a two-sided exact test (McNemar's on the episodes whose "
                    f"outcome differs where the runs scored the same episodes, Fisher's otherwise).\n\n{table}\n"
+                   f"Blocked steps: the share of each run's steps that commanded a motion the tool did not make "
+                   f"(pressed on the desk or an object, or at the edge of its reach).\n\n{blocked}\n"
                    f"{commands}\n")
     print(table)
+    print(blocked)
     return out

@@ -108,6 +108,20 @@ def test_compare_pairs_runs_on_the_same_episodes(tmp_path):
     assert "unpaired, Fisher p = 0.10" in overall
     written = (tmp_path / "table.md").read_text()
     assert overall in written and "vans-sim score --policy random" in written
+    # the blocked-steps table: the expert never pushes against anything, and every run has a cell
+    blocked = written.split("Blocked steps")[1]
+    blocked_overall = next(line for line in blocked.splitlines() if line.startswith("| **overall**"))
+    cells = [c.strip() for c in blocked_overall.strip("|").split("|")[1:]]
+    assert cells[0] == "0%" and all(c.endswith("%") for c in cells)
+
+
+def test_compare_leaves_blocked_share_empty_for_reports_that_lack_it():
+    from vans_sim.compare import blocked_share_cell
+
+    report = {"per_episode": [{"task": "push_red", "seed": 0, "success": True, "steps": 40, "blocked_steps": 10},
+                              {"task": "stack", "seed": 0, "success": False, "steps": 60}]}
+    assert blocked_share_cell(report, "push_red") == "25%"
+    assert blocked_share_cell(report, "stack") == "" and blocked_share_cell(report, None) == ""
 
 
 def test_compare_exact_tests_match_known_values():
