@@ -43,6 +43,7 @@ BAD_OPTIONS = [
     ("OracleVideoPolicy", "idm", {"replan_every": 9}, "replan_every"),
     ("OracleVideoPolicy", "not a model", {}, "neither a planner checkpoint"),
     ("OracleVideoPolicy", "idm", {"motion_gain": 0.0}, "motion_gain must be > 0"),
+    ("OracleVideoPolicy", "idm", {"expert_components": "y,depth"}, "unknown \\['depth'\\]"),
     ("OracleCaptionPolicy", None, {}, "needs --model"),
     ("OracleCaptionPolicy", "planner", {"split": "test"}, "split"),
     ("OracleCaptionPolicy", "planner", {"image_size": 128}, "takes 64-pixel"),
@@ -120,7 +121,9 @@ class ExpertActionsIDM:
         return torch.from_numpy(np.stack([self.policy.last_expert_actions[i] for i in envs]))
 
 
-def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
+@pytest.mark.parametrize("expert_components", ["", "x, y,z,gripper"])
+def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder, expert_components):
+    """A perfect IDM, or an untrained one whose every action component is swapped for the expert's."""
     from vans_sim.policies import ExpertPolicy
     from vans_training.policies import OracleVideoPolicy
 
@@ -138,8 +141,9 @@ def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder):
         vec.close()
         return success.tolist(), steps.tolist()
 
-    oracle = OracleVideoPolicy(TASK, 2, seed=3, model=str(idm_folder))
-    oracle.idm = ExpertActionsIDM(oracle)
+    oracle = OracleVideoPolicy(TASK, 2, seed=3, model=str(idm_folder), expert_components=expert_components)
+    if not expert_components:
+        oracle.idm = ExpertActionsIDM(oracle)
     expected = rollout(ExpertPolicy(TASK, 2))
     assert expected[0] == [True, True]
     assert rollout(oracle) == expected  # the same episodes, step for step
@@ -164,6 +168,26 @@ def test_oracle_motion_gain_scales_the_idms_motion_not_its_gripper(idm_folder):
     np.testing.assert_allclose(gained[:, :3], np.clip(3.0 * plain[:, :3], -1.0, 1.0), atol=1e-6)
     np.testing.assert_array_equal(gained[:, 3], plain[:, 3])
     assert not np.array_equal(gained, plain)
+
+
+def test_expert_components_replace_only_those_columns(idm_folder):
+    from vans_training.policies import OracleVideoPolicy
+
+    env = RoboDeskEnv(task=TASK, split="heldout")
+    obs, _ = env.reset(seed=5)
+    env.close()
+    batch = {k: v[None] for k, v in obs.items()}
+    acted = {}
+    for components in ("", "y"):
+        oracle = OracleVideoPolicy(TASK, 1, seed=5, model=str(idm_folder), motion_gain=2.0,
+                                   expert_components=components)
+        oracle.reset(np.arange(1))
+        acted[components] = np.concatenate([oracle.act(batch), np.stack(oracle.queued[0])])
+        expert = oracle.last_expert_actions[0][: oracle.replan_every]
+        oracle.close()
+    np.testing.assert_array_equal(acted["y"][:, 1], expert[:, 1])  # the expert's y, not gained
+    np.testing.assert_array_equal(acted["y"][:, [0, 2, 3]], acted[""][:, [0, 2, 3]])  # the IDM's rest
+    assert not np.array_equal(acted["y"][:, 1], acted[""][:, 1])
 
 
 @pytest.mark.parametrize("policy", ["oracle-video", "oracle-caption"])

@@ -24,7 +24,9 @@ oracle-video policy
    and event progress) and a copy of the expert that has been tracking the episode,
 2. rolls that expert K steps forward in the shadow, rendering the K frames,
 3. restores the snapshot, and
-4. runs the IDM on the current frame plus those K frames and queues its first ``replan_every`` actions;
+4. runs the IDM on the current frame plus those K frames and queues its first ``replan_every`` actions
+   (with ``expert_components``, the named components of each action, ``x``, ``y``, ``z`` or ``gripper``,
+   are the expert's own: which of the IDM's outputs costs the oracle its failures);
 
 the oracle-caption policy plans from the last ``context_frames`` frames, as ``PlannerPolicy`` does,
 with the shadow's ``info["caption"]``: the paraphrase a recorded episode stores for that event.
@@ -200,6 +202,18 @@ class ShadowedPolicy:
         mujoco.mj_copyData(env.data, env.model, data)
 
 
+ACTION_COMPONENTS = ("x", "y", "z", "gripper")  # the order of an action's columns
+
+
+def action_columns(components: str) -> list[int]:
+    """``"y,gripper"`` -> [1, 3], the action columns of comma-separated component names."""
+    names = [c.strip() for c in components.split(",") if c.strip()]
+    unknown = [c for c in names if c not in ACTION_COMPONENTS]
+    if unknown:
+        raise ValueError(f"expert_components: unknown {unknown}; choose among {', '.join(ACTION_COMPONENTS)}")
+    return sorted({ACTION_COMPONENTS.index(c) for c in names})
+
+
 class OracleVideoPolicy(ShadowedPolicy):
     """The IDM on the scripted expert's true next K frames (see the module docstring).
 
@@ -222,12 +236,16 @@ class OracleVideoPolicy(ShadowedPolicy):
         device (`str`, defaults to `"cpu"`): torch device of the IDM.
         motion_gain (`float`, defaults to 1): factor on the IDM's dx, dy, dz, as ``PlannerConfig.motion_gain``
             (a planner checkpoint's own gain is not applied unless given here).
+        expert_components (`str`, defaults to `""`): comma-separated action components (``x``, ``y``, ``z``,
+            ``gripper``) taken from the expert's actions that made the frames instead of the IDM's, after
+            the gain: the closed loop of an IDM that were perfect on those components.
     """
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, render_shadows: bool = False,
-                 backend: str = "torch", device: str = "cpu", motion_gain: float = 1.0):
+                 backend: str = "torch", device: str = "cpu", motion_gain: float = 1.0,
+                 expert_components: str = ""):
         from vans_engine.planner import check_motion_gain  # imported here, as in load_idm
         from vans_engine.policy import check_replan_every
 
@@ -246,6 +264,7 @@ class OracleVideoPolicy(ShadowedPolicy):
                              f"the environments render {image_size}")
         self.replan_every = check_replan_every(replan_every, self.future_frames)
         self.motion_gain = check_motion_gain(motion_gain)
+        self.expert_columns = action_columns(expert_components)
         self.last_future_frames: list[np.ndarray | None] = [None] * num_envs  # the latest oracle video
         self.last_expert_actions: list[np.ndarray | None] = [None] * num_envs  # the actions that made it
 
@@ -257,7 +276,9 @@ class OracleVideoPolicy(ShadowedPolicy):
         chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
         for i, clip, chunk in zip(need, clips, chunks):
             self.last_future_frames[i] = clip[1:]
-            self.queued[i] = scale_motion(chunk[: self.replan_every], self.motion_gain)
+            queued = scale_motion(chunk[: self.replan_every], self.motion_gain)
+            queued[:, self.expert_columns] = self.last_expert_actions[i][: self.replan_every, self.expert_columns]
+            self.queued[i] = queued
 
     def _expert_future(self, i: int) -> np.ndarray:
         """(K, H, W, 3) uint8: the frames the scripted expert produces from the shadow's exact state."""
