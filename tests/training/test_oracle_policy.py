@@ -44,6 +44,7 @@ BAD_OPTIONS = [
     ("OracleVideoPolicy", "not a model", {}, "neither a planner checkpoint"),
     ("OracleVideoPolicy", "idm", {"motion_gain": 0.0}, "motion_gain must be > 0"),
     ("OracleVideoPolicy", "idm", {"expert_components": "y,depth"}, "unknown \\['depth'\\]"),
+    ("OracleVideoPolicy", "idm", {"expert_components": ["y", "w"]}, "unknown \\['w'\\]"),
     ("OracleCaptionPolicy", None, {}, "needs --model"),
     ("OracleCaptionPolicy", "planner", {"split": "test"}, "split"),
     ("OracleCaptionPolicy", "planner", {"image_size": 128}, "takes 64-pixel"),
@@ -121,7 +122,7 @@ class ExpertActionsIDM:
         return torch.from_numpy(np.stack([self.policy.last_expert_actions[i] for i in envs]))
 
 
-@pytest.mark.parametrize("expert_components", ["", "x, y,z,gripper"])
+@pytest.mark.parametrize("expert_components", ["", "x, y,z,gripper", ["gripper", "z", "y", "x"]])
 def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder, expert_components):
     """A perfect IDM, or an untrained one whose every action component is swapped for the expert's."""
     from vans_sim.policies import ExpertPolicy

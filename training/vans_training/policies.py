@@ -205,9 +205,11 @@ class ShadowedPolicy:
 ACTION_COMPONENTS = ("x", "y", "z", "gripper")  # the order of an action's columns
 
 
-def action_columns(components: str) -> list[int]:
-    """``"y,gripper"`` -> [1, 3], the action columns of comma-separated component names."""
-    names = [c.strip() for c in components.split(",") if c.strip()]
+def action_columns(components: str | list[str]) -> list[int]:
+    """``"y,gripper"`` (or ``["y", "gripper"]``, as ``--policy-option`` parses a JSON list) -> [1, 3], the
+    action columns of those component names."""
+    names = [str(c).strip() for c in (components.split(",") if isinstance(components, str) else components)]
+    names = [c for c in names if c]
     unknown = [c for c in names if c not in ACTION_COMPONENTS]
     if unknown:
         raise ValueError(f"expert_components: unknown {unknown}; choose among {', '.join(ACTION_COMPONENTS)}")
@@ -245,7 +247,7 @@ class OracleVideoPolicy(ShadowedPolicy):
                  future_frames: int | None = None, replan_every: int | None = None, split: str = "heldout",
                  image_size: int = 64, max_episode_steps: int | None = None, render_shadows: bool = False,
                  backend: str = "torch", device: str = "cpu", motion_gain: float = 1.0,
-                 expert_components: str = ""):
+                 expert_components: str | list[str] = ""):
         from vans_engine.planner import check_motion_gain  # imported here, as in load_idm
         from vans_engine.policy import check_replan_every
 
