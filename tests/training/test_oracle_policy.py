@@ -50,6 +50,7 @@ BAD_OPTIONS = [
     ("OracleCaptionPolicy", "planner", {"image_size": 128}, "takes 64-pixel"),
     ("OracleCaptionPolicy", "planner", {"replan_every": 9}, "replan_every"),
     ("OracleCaptionPolicy", "planner", {"steps": 0}, "steps"),
+    ("OracleCaptionPolicy", "planner", {"expert_components": "yaw"}, "unknown \\['yaw'\\]"),
 ]
 
 
@@ -122,11 +123,14 @@ class ExpertActionsIDM:
         return torch.from_numpy(np.stack([self.policy.last_expert_actions[i] for i in envs]))
 
 
-@pytest.mark.parametrize("expert_components", ["", "x, y,z,gripper", ["gripper", "z", "y", "x"]])
-def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder, expert_components):
-    """A perfect IDM, or an untrained one whose every action component is swapped for the expert's."""
+@pytest.mark.parametrize("policy, expert_components", [
+    ("OracleVideoPolicy", ""), ("OracleVideoPolicy", "x, y,z,gripper"),
+    ("OracleVideoPolicy", ["gripper", "z", "y", "x"]), ("OracleCaptionPolicy", "x,y,z,gripper")])
+def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder, planner_folder, policy, expert_components):
+    """A perfect IDM, or an untrained IDM (or planner, with its VLM's captions) whose every action
+    component is swapped for the expert's."""
     from vans_sim.policies import ExpertPolicy
-    from vans_training.policies import OracleVideoPolicy
+    from vans_training import policies
 
     def rollout(policy):
         vec = SyncVectorEnv([functools.partial(RoboDeskEnv, task=TASK, split="heldout")] * 2,
@@ -142,9 +146,13 @@ def test_with_a_perfect_idm_the_oracle_is_the_expert(idm_folder, expert_componen
         vec.close()
         return success.tolist(), steps.tolist()
 
-    oracle = OracleVideoPolicy(TASK, 2, seed=3, model=str(idm_folder), expert_components=expert_components)
-    if not expert_components:
-        oracle.idm = ExpertActionsIDM(oracle)
+    if policy == "OracleVideoPolicy":
+        oracle = policies.OracleVideoPolicy(TASK, 2, seed=3, model=str(idm_folder), expert_components=expert_components)
+        if not expert_components:
+            oracle.idm = ExpertActionsIDM(oracle)
+    else:
+        oracle = policies.OracleCaptionPolicy(TASK, 2, seed=3, model=str(planner_folder), vlm_captions=True,
+                                              expert_components=expert_components)
     expected = rollout(ExpertPolicy(TASK, 2))
     assert expected[0] == [True, True]
     assert rollout(oracle) == expected  # the same episodes, step for step
@@ -247,6 +255,26 @@ def test_oracle_caption_plans_with_the_true_caption_from_the_true_context(planne
     vec.close()
     policy.close()
     assert ended.min() >= 1 and policy.mismatches == 0
+
+
+def test_oracle_caption_with_vlm_captions_is_the_planner(planner_folder):
+    """With the VLM's captions and no expert component, the first plan is the planner's own."""
+    from vans_sim.env import proprioception
+    from vans_training.policies import OracleCaptionPolicy
+
+    policy = OracleCaptionPolicy(TASK, 1, seed=7, model=str(planner_folder), vlm_captions=True)
+    env = RoboDeskEnv(task=TASK, split="heldout")
+    obs, info = env.reset(seed=7)
+    env.close()
+    batch = {k: v[None] for k, v in obs.items()}
+    policy.reset(np.arange(1))
+    actions = policy.act(batch)
+    context = np.repeat(batch["image"][:, None], policy.planner.config.context_frames, axis=1)
+    expected = policy.planner.plan_batch(context, [policy.shadows[0].instruction], seed=7,
+                                         states=proprioception(batch))[0]
+    policy.close()
+    assert policy.last_captions == [expected.caption] and expected.caption != info["caption"]
+    np.testing.assert_allclose(actions[0], np.clip(expected.actions[0], -1, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_closed_loop_table_expert_beats_random(tmp_path):

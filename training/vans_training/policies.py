@@ -192,6 +192,21 @@ class ShadowedPolicy:
                 "state cannot be re-synced from an image: the oracle now plans from the shadow's state, "
                 "so its score is no longer the oracle's.", type(self).__name__, i, diff, self.seed, self.num_envs)
 
+    def _expert_rollout(self, i: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The frames (steps, H, W, 3) uint8 and actions (steps, 4) of the scripted expert run ``steps``
+        steps from the shadow's exact state, which is then restored."""
+        env, snapshot = self.shadows[i], self._snapshot(i)
+        expert, obs, frames, actions = copy.deepcopy(self.experts[i]), self.current[i], [], []
+        try:
+            for _ in range(steps):
+                # float32, as the expert policy hands its actions to the vector environment
+                actions.append(np.clip(expert.act(obs), -1.0, 1.0).astype(np.float32))
+                obs, *_ = env.step(actions[-1])  # past the episode's end too: the frames are all we keep
+                frames.append(obs["image"])
+        finally:
+            self._restore(i, snapshot)
+        return np.stack(frames), np.stack(actions)
+
     def _snapshot(self, i: int) -> tuple:
         env = self.shadows[i]
         return copy.copy(env.data), env._steps, env._progress, list(env._caption_choice)
@@ -214,6 +229,13 @@ def action_columns(components: str | list[str]) -> list[int]:
     if unknown:
         raise ValueError(f"expert_components: unknown {unknown}; choose among {', '.join(ACTION_COMPONENTS)}")
     return sorted({ACTION_COMPONENTS.index(c) for c in names})
+
+
+def with_expert_components(actions: np.ndarray, expert_actions: np.ndarray, columns: list[int]) -> np.ndarray:
+    """(N, 4) ``actions`` with the given columns taken from the first N ``expert_actions``."""
+    actions = np.array(actions, copy=True)
+    actions[:, columns] = expert_actions[: len(actions), columns]
+    return actions
 
 
 class OracleVideoPolicy(ShadowedPolicy):
@@ -278,29 +300,20 @@ class OracleVideoPolicy(ShadowedPolicy):
         chunks = self.idm.predict_action_chunk(frames_to_tensor(clips).to(self.device), states).float().cpu().numpy()
         for i, clip, chunk in zip(need, clips, chunks):
             self.last_future_frames[i] = clip[1:]
-            queued = scale_motion(chunk[: self.replan_every], self.motion_gain)
-            queued[:, self.expert_columns] = self.last_expert_actions[i][: self.replan_every, self.expert_columns]
-            self.queued[i] = queued
+            self.queued[i] = with_expert_components(scale_motion(chunk[: self.replan_every], self.motion_gain),
+                                                    self.last_expert_actions[i], self.expert_columns)
 
     def _expert_future(self, i: int) -> np.ndarray:
         """(K, H, W, 3) uint8: the frames the scripted expert produces from the shadow's exact state."""
-        env, snapshot = self.shadows[i], self._snapshot(i)
-        expert, obs, frames, actions = copy.deepcopy(self.experts[i]), self.current[i], [], []
-        try:
-            for _ in range(self.future_frames):
-                # float32, as the expert policy hands its actions to the vector environment
-                actions.append(np.clip(expert.act(obs), -1.0, 1.0).astype(np.float32))
-                obs, *_ = env.step(actions[-1])  # past the episode's end too: the frames are all we keep
-                frames.append(obs["image"])
-        finally:
-            self._restore(i, snapshot)
-        self.last_expert_actions[i] = np.stack(actions)
-        return np.stack(frames)
+        frames, self.last_expert_actions[i] = self._expert_rollout(i, self.future_frames)
+        return frames
 
 
 class OracleCaptionPolicy(ShadowedPolicy):
     """The planner told the true caption of the event in progress (see the module docstring): its VDM
-    and IDM plan as ``PlannerPolicy`` would, with the VLM left out.
+    and IDM plan as ``PlannerPolicy`` would, with the VLM left out. With ``vlm_captions`` the VLM writes
+    the captions as in ``PlannerPolicy``, and ``expert_components`` then measures the whole planner with
+    some of its action components made perfect.
 
     Args:
         task (`str`), num_envs (`int`), seed (`int`, defaults to 0), split (`str`, defaults to
@@ -312,12 +325,16 @@ class OracleCaptionPolicy(ShadowedPolicy):
         backend (`str`, defaults to `"onnxruntime"`), device (`str`, defaults to `"cpu"`): the planner's.
         replan_every (`int`, *optional*): steps between plans, in [1, K]; by default K // 2.
         steps (`int`, *optional*): denoising steps; the checkpoint's default otherwise.
+        vlm_captions (`bool`, defaults to `False`): plan with the VLM's captions instead of the true one.
+        expert_components (`str` or `list[str]`, defaults to `""`): as for :class:`OracleVideoPolicy`: these
+            components of each planned action are the expert's, from the shadow's exact state.
     """
 
     def __init__(self, task: str, num_envs: int, seed: int = 0, model: str | None = None,
                  backend: str = "onnxruntime", device: str = "cpu", replan_every: int | None = None,
                  steps: int | None = None, split: str = "heldout", image_size: int = 64,
-                 max_episode_steps: int | None = None, render_shadows: bool = False):
+                 max_episode_steps: int | None = None, render_shadows: bool = False, vlm_captions: bool = False,
+                 expert_components: str | list[str] = ""):
         from vans_engine.planner import Planner
         from vans_engine.policy import check_replan_every
 
@@ -331,18 +348,23 @@ class OracleCaptionPolicy(ShadowedPolicy):
         if steps is not None and steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.steps, self.plan_seed = steps, int(seed)
+        self.vlm_captions, self.expert_columns = bool(vlm_captions), action_columns(expert_components)
         self.last_captions: list[str | None] = [None] * num_envs  # the caption of each environment's last plan
         # the context clip is the shadow's last frames: as PlannerPolicy, the first frame pads a young episode
         super().__init__(task, num_envs, seed, split, image_size, max_episode_steps,
                          history=self.planner.config.context_frames, render_shadows=render_shadows)
 
     def plan(self, need: list[int]) -> None:
-        captions = [self.current_info[i]["caption"] for i in need]
+        captions = None if self.vlm_captions else [self.current_info[i]["caption"] for i in need]
         plans = self.planner.plan_batch(np.stack([np.stack(list(self.history[i])) for i in need]),
                                         [self.shadows[i].instruction for i in need], steps=self.steps,
                                         seed=self.plan_seed, captions=captions,
                                         states=np.stack([proprioception(self.current[i]) for i in need]))
         self.plan_seed += 1
-        for i, plan, caption in zip(need, plans, captions):
-            self.queued[i] = plan.actions[: self.replan_every]
-            self.last_captions[i] = caption
+        for i, plan in zip(need, plans):
+            actions = plan.actions[: self.replan_every]
+            if self.expert_columns:
+                _, expert_actions = self._expert_rollout(i, len(actions))
+                actions = with_expert_components(actions, expert_actions, self.expert_columns)
+            self.queued[i] = actions
+            self.last_captions[i] = plan.caption
