@@ -10,6 +10,10 @@ actions that video shows (IDM). Each oracle replaces stages with the simulator's
   event in progress instead of asking its VLM. Between the planner and ``oracle-video``, it shows how
   much of the gap is the VLM's and how much the VDM's.
 
+Both take ``expert_components``: the named action components are the expert's own, so each run is the
+closed loop of an IDM (or, with ``oracle-caption``'s ``vlm_captions``, a whole planner) made perfect on
+those components.
+
     vans-sim score --policy oracle-video --model runs/idm/final --tasks single --episodes 20 --out runs/oracle
     vans-sim score --policy oracle-caption --model models/vans-desk-64 --tasks single --episodes 12 --out runs/oracle-caption
 
