@@ -18,7 +18,7 @@ import json
 from math import comb
 from pathlib import Path
 
-from vans_sim.report import wilson_interval
+from vans_sim.report import blocked_share, wilson_interval
 
 
 def binomial_two_sided(k: int, n: int) -> float:
@@ -95,9 +95,14 @@ def successes_cell(outcomes: dict[tuple[str, int], bool]) -> str:
     return f"{wins}/{trials}, {100 * wins / trials:.0f}% [{100 * low:.0f}–{100 * high:.0f}]"
 
 
+def scored_tasks(reports: dict[str, dict]) -> list[str]:
+    """The tasks any of the reports scored, in the order they first appear."""
+    return list(dict.fromkeys(t for report in reports.values() for t in report["tasks"]))
+
+
 def comparison_table(reports: dict[str, dict]) -> str:
     names = list(reports)
-    tasks = list(dict.fromkeys(t for report in reports.values() for t in report["tasks"]))
+    tasks = scored_tasks(reports)
     header = ("| task | " + " | ".join(names) + " | " + " | ".join(f"{n} vs {names[0]}" for n in names[1:]) + " |\n"
               "|---|" + "---:|" * (2 * len(names) - 1) + "\n")
     rows = []
@@ -118,12 +123,12 @@ def blocked_share_cell(report: dict, task: str | None) -> str:
     episodes = [e for e in report["per_episode"] if task in (None, e["task"])]
     if not episodes or any("blocked_steps" not in e for e in episodes):
         return ""
-    return f"{sum(e['blocked_steps'] for e in episodes) / max(1, sum(e['steps'] for e in episodes)):.0%}"
+    return f"{blocked_share(episodes):.0%}"
 
 
 def blocked_table(reports: dict[str, dict]) -> str:
     names = list(reports)
-    tasks = list(dict.fromkeys(t for report in reports.values() for t in report["tasks"]))
+    tasks = scored_tasks(reports)
     header = "| task | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
     rows = [f"| {'**overall**' if task is None else task} | "
             + " | ".join(blocked_share_cell(reports[n], task) for n in names) + " |" for task in tasks + [None]]

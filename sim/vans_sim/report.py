@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 
 
+def blocked_share(episodes: list[dict]) -> float:
+    """The share of these per-episode rows' steps that were blocked (``blocked_steps`` over ``steps``)."""
+    return sum(e["blocked_steps"] for e in episodes) / max(1, sum(e["steps"] for e in episodes))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a success rate; well behaved at 0 and at 100%."""
     if trials == 0:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from vans_sim.env import RoboDeskEnv
 from vans_sim.policies import load_policy_class
-from vans_sim.report import success_bar_plot, wilson_interval, write_grid_video
+from vans_sim.report import blocked_share, success_bar_plot, wilson_interval, write_grid_video
 from vans_sim.scene import EE_MAX_STEP
 from vans_sim.tasks import get_task
 
@@ -137,7 +137,7 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
             "episodes": len(mine), "successes": wins, "success_rate": wins / len(mine),
             "ci95": list(wilson_interval(wins, len(mine))),
             "mean_steps": float(np.mean([r["steps"] for r in mine])),
-            "blocked_share": sum(r["blocked_steps"] for r in mine) / max(1, sum(r["steps"] for r in mine)),
+            "blocked_share": blocked_share(mine),
         }
 
     def mean_rate(names: list[str]) -> float | None:
