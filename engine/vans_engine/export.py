@@ -44,14 +44,15 @@ def exports_are_current(folder: Path, vdm_prediction: str = "velocity") -> bool:
             and made_from.get("vdm_prediction", "velocity") == vdm_prediction)
 
 
-def export_idm_onnx(idm, path: Path, future_frames: int, image_size: int) -> Path:
-    """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1] (and, for an IDM that reads
-    proprioception, the (B, state_dim) current state) -> (B, K, action_dim)."""
+def export_idm_onnx(idm, path: Path, future_frames: int) -> Path:
+    """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1], H x W its
+    :attr:`frame_shape` (and, for an IDM that reads proprioception, the (B, state_dim) current state)
+    -> (B, K, action_dim)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module = copy.deepcopy(idm).cpu().float().eval()  # leave the caller's model on its device and dtype
     # A traced batch of 1 would be specialised to a constant; trace 2 and mark the axis symbolic.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    inputs = {IDM_INPUT: torch.zeros(2, future_frames + 1, 3, image_size, image_size)}
+    inputs = {IDM_INPUT: torch.zeros(2, future_frames + 1, 3, *module.frame_shape)}
     if module.reads_state:
         inputs[IDM_STATE_INPUT] = torch.zeros(2, module.config.state_dim)
     program = torch.onnx.export(module, (), kwargs=inputs, dynamo=True, input_names=list(inputs),
@@ -69,7 +70,7 @@ def export_onnx(planner) -> dict[str, Path]:
     # The graph holds the whole denoiser call, including the residual-to-velocity conversion.
     export_vdm_onnx(as_denoiser(planner.vdm, cfg.vdm_prediction), paths["vdm"], num_frames=cfg.future_frames,
                     image_size=cfg.image_size, caption_length=planner.text_encoder.max_length)
-    export_idm_onnx(planner.idm, paths["idm"], cfg.future_frames, cfg.image_size)
+    export_idm_onnx(planner.idm, paths["idm"], cfg.future_frames)
     manifest = {"sources": _source_hashes(folder), "vdm_prediction": cfg.vdm_prediction}
     (folder / EXPORTED_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return paths

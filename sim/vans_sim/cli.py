@@ -40,11 +40,19 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     config = RecordConfig(
         tasks=tuple(resolve_tasks(args.tasks)), episodes=args.episodes, image_size=args.image_size,
-        split=args.split, seed_start=args.seed_start, shadows=args.shadows,
+        split=args.split, seed_start=args.seed_start, shadows=args.shadows, cameras=args.cameras,
         perturb_fraction=args.perturb_fraction, noise_std=args.noise_std, shard_size=args.shard_size)
     summary = record(config, args.out, workers=args.workers, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+CAMERAS_HELP = ("comma-separated views in the image, side by side: desk (in front, as RoboDesk's) and side "
+                "(at the desk's left end, which shows the desk camera's depth axis); default desk")
+
+
+def _camera_list(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _policy_options(args: argparse.Namespace) -> dict:
@@ -68,8 +76,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     config = ScoreConfig(
         policy=args.policy, tasks=resolve_tasks(args.tasks), episodes=args.episodes, split=args.split,
-        seed_start=args.seed_start, image_size=args.image_size, shadows=args.shadows, num_envs=args.num_envs,
-        vector=args.vector, video=not args.no_video, policy_options=_policy_options(args))
+        seed_start=args.seed_start, image_size=args.image_size, shadows=args.shadows, cameras=args.cameras,
+        num_envs=args.num_envs, vector=args.vector, video=not args.no_video, policy_options=_policy_options(args))
     report = score(config, args.out, progress=not args.quiet, command=" ".join(["vans-sim", *sys.argv[1:]]))
     print(format_table(report))
     print(f"wrote {args.out}/report.json, report.md, success.png" + ("" if args.no_video else ", rollouts.gif"))
@@ -104,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=SPLITS, help="initial-state randomization split")
     p.add_argument("--shadows", action="store_true",
                    help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost)")
+    p.add_argument("--cameras", type=_camera_list, default=("desk",), help=CAMERAS_HELP)
     p.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     p.add_argument("--out", required=True, help="output folder; the dataset is OUT/demo.hdf5")
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
@@ -127,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadows", action="store_true",
                    help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost); "
                    "score a model with the setting of its training data")
+    p.add_argument("--cameras", type=_camera_list, default=("desk",),
+                   help=CAMERAS_HELP + "; score a model with the cameras of its training data")
     p.add_argument("--num-envs", type=int, default=8, help="environments stepped together")
     p.add_argument("--vector", default="async", choices=("async", "sync"),
                    help="one process per environment (async) or all in this process (sync)")

@@ -143,8 +143,15 @@ class DemoDataset:
         except (KeyError, OSError, json.JSONDecodeError) as e:
             raise DatasetError(f"{self.path}: unreadable dataset header ({e})") from e
         self.demo_names = sorted(names, key=lambda n: int(n.split("_")[1]))
-        # recordings made before the setting existed had no shadows
-        self.shadows = bool(self.env_args.get("env_kwargs", {}).get("shadows", False))
+        # recordings made before these settings existed had no shadows and the desk camera alone
+        env_kwargs = self.env_args.get("env_kwargs", {})
+        self.shadows = bool(env_kwargs.get("shadows", False))
+        self.cameras = tuple(env_kwargs.get("cameras", ("desk",)))
+
+    @property
+    def scene_kwargs(self) -> dict:
+        """The ``RoboDeskEnv`` keyword arguments that render scenes as this recording's were."""
+        return {"shadows": self.shadows, "cameras": self.cameras}
 
     def close(self) -> None:
         self._file.close()

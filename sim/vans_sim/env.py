@@ -14,6 +14,7 @@ physics steps (``CONTROL_PERIOD`` seconds).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -51,6 +52,11 @@ class RoboDeskEnv(gym.Env):
         shadows (`bool`, defaults to `False`): the sun casts shadows onto the desk (see
             :func:`vans_sim.scene.build_mjcf`). A model sees the scene it was trained on: record, score
             and run a model with the setting its training data had (``env_kwargs`` of a recorded dataset).
+        cameras (`Sequence[str]`, defaults to `("desk",)`): the views in the image, side by side in this
+            order, each ``image_size`` square: ``"desk"`` (in front, looking down and back, as RoboDesk's)
+            and ``"side"`` (at the desk's left end), whose image shows the desk camera's depth axis. The
+            image is ``(image_size, image_size * len(cameras), 3)``; as with ``shadows``, a model is run
+            with the cameras its training data had.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / scene.CONTROL_PERIOD))}
@@ -64,6 +70,7 @@ class RoboDeskEnv(gym.Env):
         max_episode_steps: int | None = None,
         render_mode: str | None = None,
         shadows: bool = False,
+        cameras: Sequence[str] = ("desk",),
     ):
         self.task: Task = get_task(task)
         if image_size not in IMAGE_SIZES:
@@ -74,7 +81,9 @@ class RoboDeskEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be positive, got {max_episode_steps}")
+        cameras = scene.check_cameras(cameras)
         self.image_size = image_size
+        self.cameras = cameras
         self.shadows = bool(shadows)
         self.split = split
         self.observe_image = observe_image
@@ -96,7 +105,7 @@ class RoboDeskEnv(gym.Env):
             "object_state": spaces.Box(-np.inf, np.inf, (OBJECT_STATE_DIM,), dtype=np.float32),
         }
         if observe_image:
-            obs_spaces["image"] = spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8)
+            obs_spaces["image"] = spaces.Box(0, 255, (image_size, image_size * len(cameras), 3), dtype=np.uint8)
         self.observation_space = spaces.Dict(obs_spaces)
 
         self._steps = 0
@@ -119,7 +128,7 @@ class RoboDeskEnv(gym.Env):
         self._slide_q = qadr("slide")
         self._button_q = {c: qadr(f"button_{c}") for c in scene.BUTTONS}
         self._desk_geom = m.geom("desk_top").id
-        self._camera = m.camera("desk_camera").id
+        self._camera_ids = [m.camera(scene.CAMERAS[c]).id for c in self.cameras]
 
     # -- gymnasium API ------------------------------------------------------------------------------
 
@@ -231,5 +240,8 @@ class RoboDeskEnv(gym.Env):
     def _render_image(self) -> np.ndarray:
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
-        self._renderer.update_scene(self.data, camera=self._camera)
-        return self._renderer.render()
+        views = []
+        for camera in self._camera_ids:
+            self._renderer.update_scene(self.data, camera=camera)
+            views.append(self._renderer.render())
+        return views[0] if len(views) == 1 else np.concatenate(views, axis=1)

@@ -45,6 +45,7 @@ class RecordConfig:
     split: str = "train"
     seed_start: int = 0
     shadows: bool = False
+    cameras: tuple[str, ...] = ("desk",)
     perturb_fraction: float = 0.2
     noise_std: float = 0.3
     shard_size: int = 20
@@ -53,6 +54,7 @@ class RecordConfig:
     def __post_init__(self):
         for t in self.tasks:
             get_task(t)
+        object.__setattr__(self, "cameras", scene.check_cameras(self.cameras))
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if not 0.0 <= self.perturb_fraction <= 1.0:
@@ -73,9 +75,9 @@ class RecordConfig:
 
 
 def rollout(task: str, seed: int, split: str, image_size: int, noise_std: float = 0.0,
-            env: RoboDeskEnv | None = None, shadows: bool = False) -> dict:
+            env: RoboDeskEnv | None = None, shadows: bool = False, cameras: tuple[str, ...] = ("desk",)) -> dict:
     """Run the scripted expert for one episode and return everything a dataset stores."""
-    env = env or RoboDeskEnv(task, image_size=image_size, split=split, shadows=shadows)
+    env = env or RoboDeskEnv(task, image_size=image_size, split=split, shadows=shadows, cameras=cameras)
     policy = ExpertPolicy(task, 1, seed=seed + 1_000_003, noise_std=noise_std)
     obs, info = env.reset(seed=seed)
     policy.reset(np.array([0]))
@@ -122,7 +124,7 @@ def _record_shard(job: tuple[RecordConfig, str, int, list[tuple[int, str, int, b
         data = f.create_group("data")
         for index, task, seed, perturbed in episodes:
             env = envs.setdefault(task, RoboDeskEnv(task, image_size=config.image_size, split=config.split,
-                                                    shadows=config.shadows))
+                                                    shadows=config.shadows, cameras=config.cameras))
             ep = rollout(task, seed, config.split, config.image_size,
                          config.noise_std if perturbed else 0.0, env=env)
             write_episode(data.create_group(f"demo_{index}"), ep)
@@ -136,9 +138,11 @@ def _check_resume(out: Path, config: RecordConfig) -> None:
     args_file = out / "record_args.json"
     wanted = asdict(config)
     wanted["tasks"] = list(wanted["tasks"])
+    wanted["cameras"] = list(wanted["cameras"])
     if args_file.exists():
         # a setting added after that recording was made reads as its default
-        defaults = {f.name: f.default for f in fields(RecordConfig) if f.default is not MISSING}
+        defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+                    for f in fields(RecordConfig) if f.default is not MISSING}
         previous = {**defaults, **json.loads(args_file.read_text())}
         if previous != wanted:
             raise ValueError(f"{out} holds a recording with other settings ({args_file}); "
@@ -168,7 +172,7 @@ def _merge(out: Path, config: RecordConfig, num_shards: int) -> dict:
         data.attrs["env_args"] = json.dumps({
             "env_name": "vans_sim/RoboDesk-v0", "type": "vans_sim",
             "env_kwargs": {"image_size": config.image_size, "split": config.split, "shadows": config.shadows,
-                           "control_period_s": scene.CONTROL_PERIOD},
+                           "cameras": list(config.cameras), "control_period_s": scene.CONTROL_PERIOD},
         })
         rng = np.random.default_rng(config.seed_start)
         valid = set(rng.choice(names, size=int(len(names) * config.valid_fraction), replace=False).tolist())

@@ -89,6 +89,24 @@ OBJECT_REST_Z = {
 CAMERA_POS = np.array([0.16, -1.00, 1.22])
 CAMERA_TARGET = np.array([0.16, -0.06, 0.30])
 CAMERA_FOVY = 48.0
+# A second camera beyond the desk's left end, looking along +x: the desk camera's depth axis (y) runs
+# across its image and height up it, so two views together fix where the gripper is in all three
+# axes. It frames the desk and the gripper's height above it (its highest reach near this end and
+# the far corners of its reach, away from any task, leave the picture).
+SIDE_CAMERA_POS = np.array([-1.20, -0.08, 0.98])
+SIDE_CAMERA_TARGET = np.array([0.12, -0.08, 0.50])
+# The cameras an environment can render, by the name a model's training data records.
+CAMERAS = {"desk": "desk_camera", "side": "side_camera"}
+
+
+def check_cameras(cameras) -> tuple[str, ...]:
+    """``cameras`` as a tuple, or a ValueError that names the valid views."""
+    cameras = tuple(cameras)
+    if not cameras or any(c not in CAMERAS for c in cameras) or len(set(cameras)) != len(cameras):
+        raise ValueError(f"cameras must be distinct names from {tuple(CAMERAS)}, got {list(cameras)!r}")
+    return cameras
+
+
 # Side of the sun's shadow map when shadows are on. At a 64-pixel camera 256 draws the same shadow as
 # 1024 at a third of the cost (a step renders at ~280 steps/s against ~540 without shadows, ~100 at 1024).
 SHADOW_MAP_SIZE = 256
@@ -197,6 +215,8 @@ def build_mjcf(shadows: bool = False) -> str:
            diffuse="0.6 0.6 0.6" specular="0.1 0.1 0.1"/>
     <camera name="desk_camera" pos="{' '.join(f'{v:.4f}' for v in CAMERA_POS)}"
             xyaxes="{_camera_xyaxes(CAMERA_POS, CAMERA_TARGET)}" fovy="{CAMERA_FOVY}"/>
+    <camera name="side_camera" pos="{' '.join(f'{v:.4f}' for v in SIDE_CAMERA_POS)}"
+            xyaxes="{_camera_xyaxes(SIDE_CAMERA_POS, SIDE_CAMERA_TARGET)}" fovy="{CAMERA_FOVY}"/>
     <geom name="floor" type="plane" size="2 2 0.1" rgba="0.25 0.25 0.28 1"/>
 
     <body name="desk">

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from vans_sim.env import RoboDeskEnv
 from vans_sim.policies import load_policy_class
+from vans_sim import scene
 from vans_sim.report import blocked_share, success_bar_plot, wilson_interval, write_grid_video
 from vans_sim.scene import EE_MAX_STEP
 from vans_sim.tasks import get_task
@@ -63,6 +64,7 @@ class ScoreConfig:
     seed_start: int = 0
     image_size: int = 64
     shadows: bool = False
+    cameras: tuple[str, ...] = ("desk",)
     num_envs: int = 8
     vector: str = "async"  # "async" (one process per environment) or "sync"
     video: bool = True
@@ -72,6 +74,7 @@ class ScoreConfig:
         for t in self.tasks:
             get_task(t)
         load_policy_class(self.policy)  # an unknown policy fails here, before any work
+        self.cameras = scene.check_cameras(self.cameras)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.num_envs < 1:
@@ -82,7 +85,8 @@ class ScoreConfig:
 
 def _make_vector_env(config: ScoreConfig, task: str, num_envs: int, observe_image: bool):
     make = functools.partial(RoboDeskEnv, task=task, image_size=config.image_size, split=config.split,
-                             shadows=config.shadows, observe_image=observe_image, render_mode="rgb_array")
+                             shadows=config.shadows, cameras=config.cameras, observe_image=observe_image,
+                             render_mode="rgb_array")
     if config.vector == "async" and num_envs > 1:
         return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
     return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)

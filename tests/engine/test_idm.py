@@ -107,7 +107,7 @@ def test_chunk_state_reaches_the_actions_and_onnx(tmp_path):
 
     from vans_engine.export import export_idm_onnx
 
-    path = export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8, image_size=64)
+    path = export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["frames", "state"]
     for n in (1, 3):
@@ -163,7 +163,7 @@ def test_mixture_head_runs_its_most_probable_mode(tmp_path):
 
     from vans_engine.export import export_idm_onnx
 
-    session = ort.InferenceSession(str(export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8, image_size=64)),
+    session = ort.InferenceSession(str(export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8)),
                                    providers=["CPUExecutionProvider"])
     for n in (1, 5):
         got = session.run(None, {"frames": frames[:n].numpy()})[0]
@@ -202,3 +202,42 @@ def test_mixture_head_keeps_two_motions_apart():
 def test_chunk_modes_validation():
     with pytest.raises(ValueError, match="chunk_modes"):
         IDMConfig(chunk_modes=0)
+
+
+def test_two_views_are_read_each_on_its_own(tmp_path):
+    """An IDM of two cameras reads (B, N, 3, 64, 128) frames, the views side by side: each view is
+    encoded with the same convolutions as a picture of its own, so the encoder's feature is the same
+    as that of the two views stacked as a batch of square pictures, joined. It exports to ONNX with the
+    wide input, refuses square frames, and keeps its cameras through save and load."""
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, pooling="mean_max",
+                                 cameras=("desk", "side")).eval()
+    assert model.frame_shape == (64, 128)
+    frames = torch.rand(3, 9, 3, 64, 128) * 2 - 1
+    before, after = frames[:, 0], frames[:, 1]
+    with torch.no_grad():
+        got = model.encoder(before, after)
+        per_view = [model.encoder.convs(torch.cat([before[..., v * 64:(v + 1) * 64], after[..., v * 64:(v + 1) * 64]], 1))
+                    for v in range(2)]
+        pooled = torch.cat([torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1) for x in per_view], dim=1)
+        expected = torch.nn.functional.silu(model.encoder.project(pooled))
+    torch.testing.assert_close(got, expected)
+    # the side view matters: changing it alone changes the actions
+    changed = frames.clone()
+    changed[..., 64:] = torch.rand(3, 9, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert (model(frames) - model(changed)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"\(B, N, 3, 64, 128\) \(desk, side side by side\)"):
+        model(torch.rand(1, 9, 3, 64, 64))
+
+    from vans_engine.export import export_idm_onnx
+
+    session = ort.InferenceSession(str(export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=8)),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"frames": frames.numpy()})[0], model(frames).detach().numpy(), atol=1e-5)
+    model.save_pretrained(tmp_path / "idm")
+    loaded = InverseDynamicsModel.from_pretrained(tmp_path / "idm").eval()
+    assert tuple(loaded.config.cameras) == ("desk", "side")
+    torch.testing.assert_close(loaded(frames), model(frames), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="distinct"):
+        IDMConfig(cameras=("desk", "desk"))

@@ -88,15 +88,32 @@ def test_shadows_are_recorded_in_the_env_kwargs(tmp_path, dataset_dir):
         np.testing.assert_array_equal(ds.episode(0).ee_pos[0], plain.episode(0).ee_pos[0])
 
 
+def test_cameras_are_recorded_side_by_side_and_in_the_env_kwargs(tmp_path, dataset_dir):
+    both = RecordConfig(tasks=("push_red",), episodes=1, cameras=("desk", "side"))
+    record(both, tmp_path / "two", progress=False)
+    with DemoDataset(tmp_path / "two") as ds, DemoDataset(dataset_dir) as plain:
+        assert ds.cameras == ("desk", "side") and ds.env_args["env_kwargs"]["cameras"] == ["desk", "side"]
+        assert plain.cameras == ("desk",) and plain.scene_kwargs == {"shadows": False, "cameras": ("desk",)}
+        wide, square = ds.episode(0).images, plain.episode(0).images
+        assert wide.shape[1:] == (64, 128, 3) and square.shape[1:] == (64, 64, 3)
+        # the same seed and expert: the desk view is the plain recording's, the side view is another picture
+        np.testing.assert_array_equal(wide[:, :, :64], square)
+        assert np.abs(wide[0, :, 64:].astype(int) - square[0].astype(int)).mean() > 10
+    with pytest.raises(ValueError, match="cameras must be distinct names"):
+        RecordConfig(tasks=("push_red",), episodes=1, cameras=("desk", "top"))
+
+
 def test_a_recording_from_before_a_setting_existed_resumes(tmp_path):
     out = tmp_path / "rec"
     out.mkdir()
     previous = {**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}
-    del previous["shadows"]  # record_args.json as written before shadows were a setting
+    del previous["shadows"], previous["cameras"]  # record_args.json as written before these were settings
     (out / "record_args.json").write_text(json.dumps(previous))
     assert record(CONFIG, out, progress=False)["episodes"] == 6
     with pytest.raises(ValueError, match="other settings"):
         record(RecordConfig(**{**CONFIG.__dict__, "shadows": True}), out, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        record(RecordConfig(**{**CONFIG.__dict__, "cameras": ("desk", "side")}), out, progress=False)
 
 
 def test_other_settings_are_refused(dataset_dir):

@@ -124,6 +124,34 @@ def test_shadows_mark_the_desk_below_the_gripper():
     shadowed.close()
 
 
+def test_the_side_camera_shows_the_desk_cameras_depth_axis():
+    """With cameras=("desk", "side") the image is both views side by side, the desk view exactly the
+    one-camera image. In the side view a move towards the desk camera (-y) shifts the gripper across
+    the picture and a move down shifts it straight down: the two motions the desk camera confuses
+    change pixels in different directions there."""
+    one, two = RoboDeskEnv("push_red"), RoboDeskEnv("push_red", cameras=("desk", "side"))
+    assert two.observation_space["image"].shape == (64, 128, 3)
+    a, _ = one.reset(seed=3)
+    b, _ = two.reset(seed=3)
+    np.testing.assert_array_equal(b["image"][:, :64], a["image"])
+    start = b["image"].astype(int)
+    columns = {}
+    for name, action in (("towards", [0, -1, 0, 0]), ("down", [0, 0, -1, 0])):
+        b, _ = two.reset(seed=3)
+        for _ in range(5):
+            b, *_ = two.step(np.array(action, float))
+        rows, cols = np.nonzero(np.abs(b["image"][:, 64:].astype(int) - start[:, 64:]).sum(-1) > 40)
+        assert len(rows) > 20, name  # the gripper moved in the side view
+        columns[name] = np.ptp(cols)
+    assert columns["down"] <= 3 and columns["towards"] >= 5, columns
+    with pytest.raises(ValueError, match="cameras must be distinct names from \\('desk', 'side'\\)"):
+        RoboDeskEnv("push_red", cameras=("desk", "desk"))
+    with pytest.raises(ValueError, match="cameras"):
+        RoboDeskEnv("push_red", cameras=())
+    one.close()
+    two.close()
+
+
 def test_a_tool_pushed_into_the_desk_counts_as_blocked():
     from vans_sim.score import blocked_steps
 

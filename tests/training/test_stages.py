@@ -132,6 +132,26 @@ def test_idm_gains_proprioception_from_given_weights(trained, dataset, tmp_path)
         build_idm(dataclasses.replace(config, idm={"hidden_dim": 32}), stage.train_data.state)
 
 
+def test_idm_reads_the_cameras_of_its_recording(trained, tmp_path):
+    """On a recording of two cameras the IDM is built for frames of both views side by side, trains
+    with each view shifted on its own, and saves its cameras; a one-camera IDM cannot start there."""
+    from vans_engine.models.idm import InverseDynamicsModel
+
+    data = tmp_path / "two-cameras"
+    subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "push_red", "--episodes", "10",
+                    "--cameras", "desk,side", "--out", str(data), "--quiet"], check=True)
+    out = run_stage("idm", IDMTrainConfig, data, tmp_path / "idm", max_steps=10, lr=2e-3, min_lr=2e-3,
+                    eval_freq=10, save_freq=10, idm={"channels": [16, 32, 32, 32], "hidden_dim": 64,
+                                                     "pooling": "mean_max"}, random_shift=3)
+    assert_loss_goes_down(tmp_path / "idm")
+    idm = InverseDynamicsModel.from_pretrained(out).eval()
+    assert tuple(idm.config.cameras) == ("desk", "side") and idm.frame_shape == (64, 128)
+    assert idm(torch.rand(2, 9, 3, 64, 128) * 2 - 1).shape == (2, 8, 4)
+    with pytest.raises(ValueError, match="reads the cameras"):
+        run_stage("idm", IDMTrainConfig, data, tmp_path / "from-one-camera", max_steps=2,
+                  init_from=str(trained["idm"]))
+
+
 def test_idm_regression_head_splits_into_a_mixture(trained, dataset, tmp_path):
     """init_from plus idm.chunk_modes: every mode starts at the regression head's chunk, a little apart;
     training by likelihood lowers the loss and the saved mixture loads and acts."""
@@ -174,6 +194,26 @@ def test_idm_random_shift_moves_every_frame_of_a_clip_alike():
     torch.testing.assert_close(shift_clips(frames, 0, torch.Generator()), frames)
     with pytest.raises(ValueError, match="random_shift"):
         IDMTrainConfig(random_shift=32)
+
+
+def test_random_shift_moves_each_view_on_its_own():
+    """Two 16-pixel views side by side, each a bright column: each view moves by its own offset, its
+    edges replicated from itself, so that no pixel of one view shows in the other."""
+    from vans_training.augment import shift_clips
+
+    frames = torch.full((8, 2, 3, 16, 32), -1.0)
+    frames[..., 16:] = 0.0  # the second view is grey
+    frames[..., 7] = 1.0
+    frames[..., 16 + 9] = 1.0
+    shifted = shift_clips(frames, 3, torch.Generator().manual_seed(0), views=2)
+    columns = set()
+    for clip in shifted:
+        left, right = clip[..., :16], clip[..., 16:]
+        assert set(left.unique().tolist()) == {-1.0, 1.0} and set(right.unique().tolist()) == {0.0, 1.0}
+        columns.add((int(left[0, 0, 8].argmax()) - 7, int(right[0, 0, 8].argmax()) - 9))
+    assert any(a != b for a, b in columns)  # the views draw their own offsets
+    with pytest.raises(ValueError, match="2 square views"):
+        shift_clips(torch.zeros(1, 2, 3, 16, 24), 2, torch.Generator(), views=2)
 
 
 def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path):

@@ -25,20 +25,30 @@ def jitter_photometry(frames: torch.Tensor, strength: float, generator: torch.Ge
     return (pixels.clamp(0, 1) * 2 - 1)
 
 
-def shift_clips(frames: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+def shift_clips(frames: torch.Tensor, max_shift: int, generator: torch.Generator, views: int = 1) -> torch.Tensor:
     """Translate each (N, 3, H, W) clip of (B, N, 3, H, W) frames by one random integer offset in
     ``[-max_shift, max_shift]`` per axis, the same for all its frames; edges are replicated (DrQ's
     pad-and-crop). A gripper delta moves the gripper by nearly the same pixels wherever it is, so the
-    action labels still hold."""
+    action labels still hold. Frames of ``views`` square views side by side (W = views * H) have each
+    view shifted on its own, as two cameras placed a little differently would be, with no view's
+    pixels moving into another's."""
     if max_shift <= 0:
         return frames
     b, n, c, h, w = frames.shape
+    if views > 1:
+        if w != views * h:
+            raise ValueError(f"{views} square views need frames {views} times as wide as high, got {h}x{w}")
+        apart = frames.view(b, n, c, h, views, h).permute(0, 4, 1, 2, 3, 5).reshape(b * views, n, c, h, h)
+        shifted = shift_clips(apart, max_shift, generator)
+        return shifted.view(b, views, n, c, h, h).permute(0, 2, 3, 4, 1, 5).reshape(b, n, c, h, w)
     offsets = torch.randint(0, 2 * max_shift + 1, (b, 2), generator=generator).tolist()
     padded = F.pad(frames.reshape(b, n * c, h, w), (max_shift,) * 4, mode="replicate")
     return torch.stack([padded[i, :, y:y + h, x:x + w] for i, (y, x) in enumerate(offsets)]).view(b, n, c, h, w)
 
 
-def augment_clips(frames: torch.Tensor, max_shift: int, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """:func:`shift_clips` then, when ``jitter`` is set, :func:`jitter_photometry`."""
-    frames = shift_clips(frames, max_shift, generator)
+def augment_clips(frames: torch.Tensor, max_shift: int, jitter: float, generator: torch.Generator,
+                  views: int = 1) -> torch.Tensor:
+    """:func:`shift_clips` (each of ``views`` views on its own) then, when ``jitter`` is set,
+    :func:`jitter_photometry`."""
+    frames = shift_clips(frames, max_shift, generator, views)
     return jitter_photometry(frames, jitter, generator) if jitter else frames

@@ -33,8 +33,8 @@ def seed_split(seed: int) -> str:
 class NextEventBatch:
     """A batch of samples as numpy arrays (uint8 frames, channels last) and lists of strings."""
 
-    context: np.ndarray  # (B, T, S, S, 3) uint8, the last frame is the current one
-    future: np.ndarray  # (B, K, S, S, 3) uint8
+    context: np.ndarray  # (B, T, S, S * V, 3) uint8 for V cameras side by side; the last frame is the current one
+    future: np.ndarray  # (B, K, S, S * V, 3) uint8
     actions: np.ndarray  # (B, K, 4) float32
     action_mask: np.ndarray  # (B, K) bool, False past the episode's end
     state: np.ndarray  # (B, K, 4) float32, tool point and gripper opening before each action
@@ -63,7 +63,7 @@ def task_corpus() -> list[str]:
 
 
 def to_model_frames(frames: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(B, N, S, S, 3) uint8 -> (B, N, 3, S, S) float in [-1, 1], the engine's layout."""
+    """(B, N, H, W, 3) uint8 -> (B, N, 3, H, W) float in [-1, 1], the engine's layout."""
     return torch.from_numpy(frames).to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
 
 
@@ -98,6 +98,7 @@ class NextEventData:
         with DemoDataset(path) as dataset:
             self.path = dataset.path
             self.shadows = dataset.shadows  # the scenes were rendered with the sun's shadows
+            self.cameras = dataset.cameras  # the views side by side in each frame
             for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
                 ep = dataset.episode(index)
                 branch = ep.perturbed and ep.noise_std == 0  # never marked successful: read apart
@@ -133,6 +134,7 @@ class NextEventData:
 
     @property
     def image_size(self) -> int:
+        """The side of each square view (the frames' height)."""
         return int(self.images.shape[1])
 
     def __len__(self) -> int:

@@ -108,12 +108,16 @@ class ShadowedPolicy:
         render_shadows (`bool`, defaults to `False`): whether the scored environments render the sun's
             shadows (``RoboDeskEnv(shadows=...)``, ``vans-sim score --shadows``); the shadow environments
             must match.
+        cameras (`tuple[str, ...]`, defaults to `("desk",)`): the views the scored environments render
+            (``vans-sim score --cameras``); the shadow environments render the same, and a real image of
+            another shape stops the episode with an error that says so.
     """
 
     needs_image = True
 
     def __init__(self, task: str, num_envs: int, seed: int, split: str, image_size: int,
-                 max_episode_steps: int | None, history: int = 1, render_shadows: bool = False):
+                 max_episode_steps: int | None, history: int = 1, render_shadows: bool = False,
+                 cameras: tuple[str, ...] = ("desk",)):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if image_size not in IMAGE_SIZES:
@@ -122,7 +126,8 @@ class ShadowedPolicy:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.task, self.num_envs, self.seed = task, num_envs, int(seed)
         self.shadows = [RoboDeskEnv(task=task, image_size=image_size, split=split, observe_image=True,
-                                    max_episode_steps=max_episode_steps, shadows=render_shadows)
+                                    max_episode_steps=max_episode_steps, shadows=render_shadows,
+                                    cameras=cameras)
                         for _ in range(num_envs)]
         self.experts = [ScriptedExpert(task) for _ in range(num_envs)]
         self.resets = np.zeros(num_envs, int)  # resets seen per environment, for the seed scheme
@@ -186,6 +191,10 @@ class ShadowedPolicy:
     def _check_lock_step(self, i: int, image: np.ndarray) -> None:
         if np.array_equal(self.current[i]["image"], image):
             return
+        if self.current[i]["image"].shape != image.shape:
+            cameras = ",".join(self.shadows[i].cameras)
+            raise ValueError(f"{type(self).__name__} plans for {self.current[i]['image'].shape} images (cameras "
+                             f"{cameras}), the scored environments render {image.shape}: score with --cameras {cameras}")
         self.mismatches += 1
         if not self._warned:
             self._warned = True
@@ -243,7 +252,8 @@ def with_expert_components(actions: np.ndarray, expert_actions: np.ndarray, colu
 
 
 class OracleVideoPolicy(ShadowedPolicy):
-    """The IDM on the scripted expert's true next K frames (see the module docstring).
+    """The IDM on the scripted expert's true next K frames (see the module docstring). The frames show
+    the IDM's ``cameras``: score an IDM of several views with ``vans-sim score --cameras`` set to them.
 
     Args:
         task (`str`): the vans_sim task.
@@ -281,12 +291,13 @@ class OracleVideoPolicy(ShadowedPolicy):
             raise ValueError("the oracle-video policy needs --model DIR (a planner checkpoint or an IDM folder)")
         if backend != "torch":
             raise ValueError(f"the oracle-video policy runs its IDM in PyTorch: backend must be 'torch', got {backend!r}")
-        # 1. one shadow environment and one tracking expert per scored environment
-        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps, render_shadows=render_shadows)
-        # 2. the IDM
+        # 1. the IDM
         self.device = torch.device(device)
         self.idm, self.future_frames = load_idm(model, future_frames)
         self.idm.to(self.device)
+        # 2. one shadow environment, rendering the IDM's cameras, and one tracking expert per scored environment
+        super().__init__(task, num_envs, seed, split, image_size, max_episode_steps, render_shadows=render_shadows,
+                         cameras=tuple(self.idm.config.cameras))
         if self.idm.config.image_size != image_size:
             raise ValueError(f"the IDM in {model} takes {self.idm.config.image_size}-pixel images, "
                              f"the environments render {image_size}")

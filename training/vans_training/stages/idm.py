@@ -69,8 +69,10 @@ def split_chunk_head(weights: dict[str, torch.Tensor], modes: int, generator: to
     return weights
 
 
-def build_idm(config: IDMTrainConfig, train_state: np.ndarray) -> InverseDynamicsModel:
-    """The IDM to train: random weights sized by ``config.idm``, or ``init_from``'s weights.
+def build_idm(config: IDMTrainConfig, train_state: np.ndarray, cameras: tuple[str, ...] = ("desk",)
+              ) -> InverseDynamicsModel:
+    """The IDM to train: random weights sized by ``config.idm``, or ``init_from``'s weights, for frames
+    of the recording's ``cameras``.
 
     ``config.idm`` may also change a started model's architecture where the change starts out as the
     identity: ``chunk_state: true`` adds the (zero-initialised) proprioception input of the chunk
@@ -87,10 +89,14 @@ def build_idm(config: IDMTrainConfig, train_state: np.ndarray) -> InverseDynamic
         settings = {**{k: v for k, v in start.config.items() if not k.startswith("_")}, **settings}
     else:
         settings.setdefault("image_size", config.image_size)
+        settings.setdefault("cameras", cameras)
     if settings.get("chunk_state") and settings.get("state_mean") is None:
         settings["state_mean"] = train_state.mean(axis=0).tolist()
         settings["state_std"] = np.maximum(train_state.std(axis=0), 1e-3).tolist()
     idm = InverseDynamicsModel(**settings)
+    if tuple(idm.config.cameras) != tuple(cameras):
+        raise ValueError(f"the IDM reads the cameras {list(idm.config.cameras)}, the recording {config.data} has "
+                         f"{list(cameras)}")
     if start is not None:
         weights = start.state_dict()
         if start.config.chunk_modes == 1 and idm.config.chunk_modes > 1:
@@ -122,7 +128,7 @@ class IDMStage(Stage):
         context_frames = self.renderer.config.context_frames if self.renderer else 1
         self.train_data, self.valid_data = train_and_valid(config, context_frames=context_frames,
                                                            include_perturbed=True, successful_only=False)
-        self.idm = build_idm(config, self.train_data.state).to(device)
+        self.idm = build_idm(config, self.train_data.state, self.train_data.cameras).to(device)
         self.model = IDMLoss(self.idm)
 
     def render_futures(self, batch: NextEventBatch, chosen: np.ndarray, seed: int) -> NextEventBatch:
@@ -142,7 +148,8 @@ class IDMStage(Stage):
     def tensors(self, batch: NextEventBatch, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1), self.device)
         if generator is not None:
-            frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator)
+            frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator,
+                                   views=len(self.idm.config.cameras))
             frames = torch.cat([frames[:, :1], degrade(frames[:, 1:], self.config.frame_noise,
                                                        self.config.blur_fraction, generator)], dim=1)
         return {FRAMES: frames,

@@ -13,7 +13,7 @@ class IDMConfig:
     """Sizes of :class:`~vans_engine.models.idm.InverseDynamicsModel`.
 
     Args:
-        image_size (`int`, defaults to 64): side of the square frames.
+        image_size (`int`, defaults to 64): side of each square view.
         action_dim (`int`, defaults to 4): dx, dy, dz, gripper.
         state_dim (`int`, defaults to 4): proprioception (tool point and gripper opening), used by
             the pair head when given.
@@ -36,6 +36,11 @@ class IDMConfig:
             part is the mean of the motions they allow: shorter than any one of them. With more, it is
             a mixture of Gaussians over chunks trained by likelihood, and the planner runs the mean of
             the most probable one, a single motion rather than an average of several.
+        cameras (`tuple[str, ...]`, defaults to `("desk",)`): the simulator views side by side in each
+            frame, as ``RoboDeskEnv(cameras=...)`` renders them: a frame is ``image_size`` high and
+            ``image_size * len(cameras)`` wide. The pair encoder reads each view on its own, with the
+            same convolutions, and joins their features: a second view across the first one's line of
+            sight shows the motion that view hides.
     """
 
     image_size: int = 64
@@ -49,9 +54,13 @@ class IDMConfig:
     state_mean: tuple[float, ...] | None = None
     state_std: tuple[float, ...] | None = None
     chunk_modes: int = 1
+    cameras: tuple[str, ...] = ("desk",)
 
     def __post_init__(self):
         self.channels = tuple(self.channels)
+        self.cameras = tuple(self.cameras)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be one or more distinct view names, got {list(self.cameras)!r}")
         for name in ("state_mean", "state_std"):
             stats = getattr(self, name)
             if stats is not None:
@@ -76,6 +85,7 @@ class IDMConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["cameras"] = list(self.cameras)
         for name in ("state_mean", "state_std"):
             if d[name] is not None:
                 d[name] = list(d[name])

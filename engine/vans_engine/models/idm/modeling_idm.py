@@ -41,7 +41,11 @@ def most_probable_chunk(logits: torch.Tensor | None, means: torch.Tensor) -> tor
 
 
 class PairEncoder(nn.Module):
-    """Two stacked RGB frames (6 channels) -> one feature vector of the transition between them."""
+    """Two stacked RGB frames (6 channels) -> one feature vector of the transition between them.
+
+    A frame of several views side by side (``cameras``) is read view by view with the same
+    convolutions, and the views' pooled features are joined in their order before the projection.
+    """
 
     def __init__(self, config: IDMConfig):
         super().__init__()
@@ -51,14 +55,19 @@ class PairEncoder(nn.Module):
             c_in = c_out
         self.convs = nn.Sequential(*layers)
         self.pooling = config.pooling
+        self.views = len(config.cameras)
         side = config.image_size // 2 ** len(config.channels)
         pooled = c_in * side * side if config.pooling == "flatten" else 2 * c_in
-        self.project = nn.Linear(pooled, config.hidden_dim)
+        self.project = nn.Linear(pooled * self.views, config.hidden_dim)
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        x = self.convs(torch.cat([before, after], dim=1))
+        x = torch.cat([before, after], dim=1)
+        b, c, h, w = x.shape
+        if self.views > 1:  # (B, 6, H, V * H) -> (B * V, 6, H, H), each view a picture of its own
+            x = x.view(b, c, h, self.views, h).permute(0, 3, 1, 2, 4).reshape(b * self.views, c, h, h)
+        x = self.convs(x)
         x = x.flatten(1) if self.pooling == "flatten" else torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        return F.silu(self.project(x))
+        return F.silu(self.project(x.reshape(b, -1)))
 
 
 class InverseDynamicsModel(ModelMixin, ConfigMixin):
@@ -73,10 +82,11 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
     def __init__(self, image_size: int = 64, action_dim: int = 4, state_dim: int = 4,
                  channels: tuple[int, ...] = (32, 64, 128, 128), hidden_dim: int = 256, chunk_kernel: int = 3,
                  pooling: str = "flatten", chunk_state: bool = False, state_mean: tuple[float, ...] | None = None,
-                 state_std: tuple[float, ...] | None = None, chunk_modes: int = 1):
+                 state_std: tuple[float, ...] | None = None, chunk_modes: int = 1,
+                 cameras: tuple[str, ...] = ("desk",)):
         super().__init__()
         cfg = IDMConfig(image_size, action_dim, state_dim, tuple(channels), hidden_dim, chunk_kernel, pooling,
-                        chunk_state, state_mean, state_std, chunk_modes)
+                        chunk_state, state_mean, state_std, chunk_modes, tuple(cameras))
         self.encoder = PairEncoder(cfg)
         # The pair head sees proprioception plus a flag saying whether it was given at all.
         self.pair_head = nn.Sequential(nn.Linear(hidden_dim + state_dim + 1, hidden_dim), nn.SiLU(),
@@ -106,10 +116,16 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
 
     # -- inference ------------------------------------------------------------------------------------
 
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """(height, width) of the frames this IDM reads: its views side by side."""
+        return self.config.image_size, self.config.image_size * len(self.config.cameras)
+
     def _check_frames(self, frames: torch.Tensor, min_frames: int) -> None:
-        size = self.config.image_size
-        if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (size, size):
-            raise ValueError(f"frames must have shape (B, N, 3, {size}, {size}), got {tuple(frames.shape)}")
+        h, w = self.frame_shape
+        if frames.ndim != 5 or frames.shape[2] != 3 or frames.shape[-2:] != (h, w):
+            views = f" ({', '.join(self.config.cameras)} side by side)" if len(self.config.cameras) > 1 else ""
+            raise ValueError(f"frames must have shape (B, N, 3, {h}, {w}){views}, got {tuple(frames.shape)}")
         if frames.shape[1] < min_frames:
             raise ValueError(f"need at least {min_frames} frames, got {frames.shape[1]}")
 
