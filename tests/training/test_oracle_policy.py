@@ -225,6 +225,24 @@ def test_shadowed_scenes_need_shadowed_oracles(planner_folder, tmp_path, caplog)
     assert "no longer matches" in caplog.text
 
 
+def test_an_idm_of_two_cameras_is_scored_on_both_views(tmp_path, capsys):
+    """The oracle's shadows render the IDM's cameras: scored with the same --cameras it stays in lock
+    step; scored on the desk camera alone it stops with an error that names the option."""
+    from vans_engine.models.idm import InverseDynamicsModel
+    from vans_sim.cli import main
+
+    folder = tmp_path / "idm"
+    InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, pooling="mean_max",
+                         cameras=("desk", "side")).save_pretrained(folder)
+    command = ["score", "--policy", "oracle-video", "--model", str(folder), "--tasks", TASK, "--episodes", "1",
+               "--num-envs", "1", "--split", "heldout", "--no-video", "--quiet"]
+    assert main([*command, "--cameras", "desk,side", "--out", str(tmp_path / "both")]) == 0
+    report = json.loads((tmp_path / "both" / "report.json").read_text())
+    assert report["tasks"][TASK]["episodes"] == 1
+    assert main([*command, "--out", str(tmp_path / "desk-only")]) == 2
+    assert "the scored environments render (64, 64, 3): score with --cameras desk,side" in capsys.readouterr().err
+
+
 def test_oracle_caption_plans_with_the_true_caption_from_the_true_context(planner_folder):
     from vans_sim.env import proprioception
     from vans_training.policies import OracleCaptionPolicy
