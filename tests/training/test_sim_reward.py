@@ -56,14 +56,15 @@ def test_replay_renders_the_recorded_frames_bit_for_bit(data, reward):
     assert all(reward.check_replay(i) for i in indices)
 
 
-def test_replay_of_a_shadowed_recording_renders_its_shadows(tmp_path):
-    out = tmp_path / "shadowed"
+@pytest.mark.parametrize("scene", [["--shadows"], ["--cameras", "desk,side"]], ids=["shadows", "cameras"])
+def test_replay_renders_the_scene_as_the_recording_did(scene, tmp_path):
+    out = tmp_path / "recording"
     subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "push_red", "--episodes", "1",
-                    "--split", "heldout", "--shadows", "--out", str(out), "--perturb-fraction", "0", "--quiet"],
+                    "--split", "heldout", *scene, "--out", str(out), "--perturb-fraction", "0", "--quiet"],
                    check=True)
-    shadowed = NextEventData(out, "all", future_frames=K, anchor_every=12)
-    assert shadowed.shadows is True
-    assert all(SimGroundedReward(shadowed).check_replay(i) for i in range(len(shadowed)))
+    recorded = NextEventData(out, "all", future_frames=K, anchor_every=12)
+    assert recorded.shadows is ("--shadows" in scene) and len(recorded.cameras) == (2 if "--cameras" in scene else 1)
+    assert all(SimGroundedReward(recorded).check_replay(i) for i in range(len(recorded)))
 
 
 def test_recorded_actions_score_highest_and_reach_where_the_episode_does(data, reward):

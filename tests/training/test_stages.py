@@ -245,7 +245,8 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     env.close()
 
 
-def test_dagger_branches_render_shadows_when_the_base_recording_has_them(tmp_path):
+@pytest.mark.parametrize("scene", [{"shadows": True}, {"cameras": ("desk", "side")}], ids=["shadows", "cameras"])
+def test_dagger_branches_render_as_the_base_recording_does(scene, tmp_path):
     from vans_engine.models.idm import InverseDynamicsModel
     from vans_sim.env import RoboDeskEnv
     from vans_sim.record import RecordConfig, record
@@ -253,16 +254,17 @@ def test_dagger_branches_render_shadows_when_the_base_recording_has_them(tmp_pat
     from vans_training.data import NextEventData
     from vans_training.dagger import record_dagger
 
-    record(RecordConfig(tasks=("push_red",), episodes=1, shadows=True), tmp_path / "base", progress=False)
-    InverseDynamicsModel(channels=(16, 16, 16, 16), hidden_dim=32).save_pretrained(tmp_path / "idm")
+    record(RecordConfig(tasks=("push_red",), episodes=1, **scene), tmp_path / "base", progress=False)
+    InverseDynamicsModel(channels=(16, 16, 16, 16), hidden_dim=32,
+                         cameras=scene.get("cameras", ("desk",))).save_pretrained(tmp_path / "idm")
     record_dagger(tmp_path / "idm", tmp_path / "base", tmp_path / "dagger", seed_start=1008, episodes_per_task=1,
                   tasks=["push_red"], max_episode_steps=4, progress=False)
     kwargs = dict(context_frames=1, anchor_every=2, successful_only=False, include_perturbed=True)
     base, extended = (NextEventData(path, "train", **kwargs) for path in (tmp_path / "base", tmp_path / "dagger"))
     first = extended.batch(np.array([len(base)]))
-    for shadows in (True, False):  # the branch's first frame is the shadowed scene's, not the plain one's
-        env = RoboDeskEnv("push_red", image_size=64, split="train", shadows=shadows)
-        assert np.array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"]) is shadows
+    for rendered_alike in (True, False):  # the branch's first frame is the base's scene, not the plain one
+        env = RoboDeskEnv("push_red", image_size=64, split="train", **(scene if rendered_alike else {}))
+        assert np.array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"]) is rendered_alike
         env.close()
 
 

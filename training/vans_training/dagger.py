@@ -72,8 +72,8 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
     (``include_perturbed=True``) reads them. Episode seeds count up from ``seed_start``, skipping those
     that the valid and test splits own (ending in 8 or 9).
 
-    The scenes render shadows when ``base`` was recorded with them (``vans-sim record --shadows``), so
-    that the branches look like the data they extend.
+    The scenes render as ``base``'s did (its shadows and cameras, ``vans-sim record --shadows
+    --cameras``), so that the branches look like the data they extend.
 
     Returns ``{"branches", "steps", "successes", "episodes"}``.
     """
@@ -88,7 +88,7 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
         idm, k = load_idm(model)
         image_size = idm.config.image_size
     with DemoDataset(base) as recorded:
-        shadows = recorded.shadows
+        scene_kwargs = recorded.scene_kwargs
     replan, branch_steps = max(1, k // 2), k + 4
     seeds = [s for s in range(seed_start, seed_start + 10 * episodes_per_task) if seed_split(s) == "train"]
     seeds = seeds[:episodes_per_task]
@@ -101,8 +101,8 @@ def record_dagger(model: str | Path, base: str | Path, out: str | Path, seed_sta
         data = f["data"]
         count, names = len(data), []
         for task in tasks or list(TASKS):
-            env = RoboDeskEnv(task, image_size=image_size, split="train", shadows=shadows,
-                              max_episode_steps=max_episode_steps)
+            env = RoboDeskEnv(task, image_size=image_size, split="train", max_episode_steps=max_episode_steps,
+                              **scene_kwargs)
             for seed in seeds:
                 obs, info = env.reset(seed=seed)
                 expert = ScriptedExpert(task)

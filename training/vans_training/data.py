@@ -99,6 +99,7 @@ class NextEventData:
             self.path = dataset.path
             self.shadows = dataset.shadows  # the scenes were rendered with the sun's shadows
             self.cameras = dataset.cameras  # the views side by side in each frame
+            self.scene_kwargs = dataset.scene_kwargs  # RoboDeskEnv's arguments that render as these frames
             for index in tqdm(range(len(dataset)), desc=f"reading {Path(path).name} ({split})", disable=not progress):
                 ep = dataset.episode(index)
                 branch = ep.perturbed and ep.noise_std == 0  # never marked successful: read apart

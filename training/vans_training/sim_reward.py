@@ -266,7 +266,7 @@ class SimGroundedReward:
         key = (task, scene_split)
         if key not in self._envs:
             self._envs[key] = RoboDeskEnv(task, image_size=self.data.image_size, split=scene_split,
-                                          shadows=self.data.shadows, observe_image=False, render_mode="rgb_array")
+                                          observe_image=False, render_mode="rgb_array", **self.data.scene_kwargs)
         return self._envs[key]
 
     def _replay(self, episode: int, t: int) -> tuple[RoboDeskEnv, dict]:
