@@ -46,8 +46,9 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def steps_per_second(steps: int, observe_image: bool, task: str = "open_slide", shadows: bool = False) -> float:
-    env = RoboDeskEnv(task, image_size=64, observe_image=observe_image, shadows=shadows)
+def steps_per_second(steps: int, observe_image: bool, task: str = "open_slide", shadows: bool = False,
+                     cameras: tuple[str, ...] = ("desk",)) -> float:
+    env = RoboDeskEnv(task, image_size=64, observe_image=observe_image, shadows=shadows, cameras=cameras)
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     env.step(np.zeros(4))  # the first render creates the GL context; keep it out of the timing
@@ -99,6 +100,10 @@ def main() -> None:
     results["vans_sim_steps_per_s_image64_shadows"] = steps_per_second(args.steps, True, shadows=True)
     results["shadows_slowdown"] = (results["vans_sim_steps_per_s_image64"]
                                    / results["vans_sim_steps_per_s_image64_shadows"])
+    # the side camera beside the desk camera (RoboDeskEnv(cameras=("desk", "side"))): two renders a step
+    results["vans_sim_steps_per_s_image64_two_cameras"] = steps_per_second(args.steps, True, cameras=("desk", "side"))
+    results["two_cameras_slowdown"] = (results["vans_sim_steps_per_s_image64"]
+                                       / results["vans_sim_steps_per_s_image64_two_cameras"])
     if not args.skip_robodesk:
         rd = robodesk_steps_per_second(args.robodesk_steps)
         results["robodesk_steps_per_s_image64"] = rd["steps_per_s"]

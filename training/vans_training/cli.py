@@ -24,6 +24,7 @@ Then:
     vans-train assemble --vlm runs/vlm-sft --vdm runs/distill --idm runs/idm --alignment runs/alignment \\
         --steps 2 --out models/vans-desk-64
     vans-train eval --model models/vans-desk-64 --data data/heldout --out runs/eval-heldout
+    vans-train idm-eval --model models/vans-desk-64 --data data/heldout --out runs/idm-eval-heldout
     vans-train curves runs/vlm-sft runs/vdm runs/distill runs/idm runs/alignment --out reports/training/curves.png
     vans-train closed-loop --model models/vans-desk-64 --idm-model models/vans-desk-64 --episodes 10 --out runs/closed_loop
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vans_training.stages import STAGES
 
@@ -86,6 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="condition the VDM on each sample's recorded caption instead of the VLM's, to measure "
                         "what the VLM's caption errors cost the frames and the plans")
 
+    p = sub.add_parser("idm-eval", help="the IDM alone on a recording's true frames: its error per action "
+                       "component (dx, dy, dz, gripper), overall and per task")
+    p.add_argument("--model", required=True, help="planner checkpoint or IDM folder")
+    p.add_argument("--data", default="data/heldout", help="a vans-sim record dataset showing the IDM's cameras "
+                   "(default: the held-out test set)")
+    p.add_argument("--split", default="all", help="train, valid, test (by seed) or all")
+    p.add_argument("--anchor-every", type=int, default=4, help="steps between scored anchors")
+    p.add_argument("--out", required=True, help="folder for idm_eval.json and idm_eval.md")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     p = sub.add_parser("compare", help="next-event table of several eval outputs side by side (OUT.md, OUT.png)")
     p.add_argument("--run", dest="runs", action="append", required=True, metavar="NAME=DIR",
                    help="a row: its name and a vans-train eval output folder (repeatable; the first is the baseline)")
@@ -136,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
             tasks = None if args.tasks == "all" else args.tasks.split(",")
             print(record_dagger(args.model, args.base, args.out, args.seed_start, args.episodes, args.idm_fraction,
                                 tasks, driver=args.driver))
+        elif args.command == "idm-eval":
+            from vans_training.idm_eval import evaluate_idm
+
+            report = evaluate_idm(args.model, args.data, args.out, split=args.split, anchor_every=args.anchor_every,
+                                  progress=not args.quiet)
+            print((Path(args.out) / "idm_eval.md").read_text())
         elif args.command == "assemble":
             from vans_training.assemble import assemble
 
