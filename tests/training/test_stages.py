@@ -151,6 +151,18 @@ def test_idm_reads_the_cameras_of_its_recording(trained, tmp_path):
         run_stage("idm", IDMTrainConfig, data, tmp_path / "from-one-camera", max_steps=2,
                   init_from=str(trained["idm"]))
 
+    # a one-camera IDM gains the side view: it starts out reading the desk view exactly as before
+    from vans_training.data import NextEventData
+    from vans_training.stages.idm import build_idm
+
+    config = IDMTrainConfig(data=str(data), init_from=str(trained["idm"]), idm={"cameras": ["desk", "side"]})
+    widened = build_idm(config, NextEventData(data, "train", context_frames=1).state, ("desk", "side")).eval()
+    start = InverseDynamicsModel.from_pretrained(trained["idm"] / "final").eval()
+    frames = torch.rand(2, 9, 3, 64, 128) * 2 - 1
+    torch.testing.assert_close(widened(frames), start(frames[..., :64]), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="may only add views after them"):
+        build_idm(dataclasses.replace(config, idm={"cameras": ["side", "desk"]}), np.zeros((1, 4)), ("side", "desk"))
+
 
 def test_idm_regression_head_splits_into_a_mixture(trained, dataset, tmp_path):
     """init_from plus idm.chunk_modes: every mode starts at the regression head's chunk, a little apart;

@@ -69,6 +69,16 @@ def split_chunk_head(weights: dict[str, torch.Tensor], modes: int, generator: to
     return weights
 
 
+def add_camera_views(weights: dict[str, torch.Tensor], start_views: int, views: int) -> dict[str, torch.Tensor]:
+    """An IDM's weights with its pair encoder's projection widened from ``start_views`` views to
+    ``views``: the views' pooled features come one after the other, so the new views' columns are
+    appended, zero, and the widened model reads its first views exactly as the started one did."""
+    project = weights["encoder.project.weight"]
+    per_view = project.shape[1] // start_views
+    added = project.new_zeros(project.shape[0], per_view * (views - start_views))
+    return {**weights, "encoder.project.weight": torch.cat([project, added], dim=1)}
+
+
 def build_idm(config: IDMTrainConfig, train_state: np.ndarray, cameras: tuple[str, ...] = ("desk",)
               ) -> InverseDynamicsModel:
     """The IDM to train: random weights sized by ``config.idm``, or ``init_from``'s weights, for frames
@@ -77,7 +87,9 @@ def build_idm(config: IDMTrainConfig, train_state: np.ndarray, cameras: tuple[st
     ``config.idm`` may also change a started model's architecture where the change starts out as the
     identity: ``chunk_state: true`` adds the (zero-initialised) proprioception input of the chunk
     head; ``chunk_modes: K`` turns a regression chunk head into a mixture whose K modes all start at
-    its chunk, each moved by a little noise so that they can part (:func:`split_chunk_head`). A model
+    its chunk, each moved by a little noise so that they can part (:func:`split_chunk_head`);
+    ``cameras`` that extend the started model's (``[desk, side]`` from ``[desk]``) add views whose
+    features start with zero weight (:func:`add_camera_views`). A model
     that reads proprioception normalises it by the training data's statistics, stored in its config.
     """
     settings = dict(config.idm)
@@ -96,9 +108,15 @@ def build_idm(config: IDMTrainConfig, train_state: np.ndarray, cameras: tuple[st
     idm = InverseDynamicsModel(**settings)
     if tuple(idm.config.cameras) != tuple(cameras):
         raise ValueError(f"the IDM reads the cameras {list(idm.config.cameras)}, the recording {config.data} has "
-                         f"{list(cameras)}")
+                         f"{list(cameras)} (idm: {{cameras: {list(cameras)}}} adds views to a started model)")
     if start is not None:
         weights = start.state_dict()
+        start_cameras, cameras_now = tuple(start.config.cameras), tuple(idm.config.cameras)
+        if cameras_now != start_cameras:
+            if cameras_now[:len(start_cameras)] != start_cameras:
+                raise ValueError(f"init_from={config.init_from!r} reads the cameras {list(start_cameras)}: a model "
+                                 f"started from it may only add views after them, not read {list(cameras_now)}")
+            weights = add_camera_views(weights, len(start_cameras), len(cameras_now))
         if start.config.chunk_modes == 1 and idm.config.chunk_modes > 1:
             weights = split_chunk_head(weights, idm.config.chunk_modes, generator=torch.Generator().manual_seed(config.seed))
         try:
