@@ -246,6 +246,10 @@ class Planner:
         if idm.config.image_size != config.image_size:
             raise CheckpointError(f"{folder / 'idm' / 'config.json'}: image_size {idm.config.image_size} does not "
                                   f"match the checkpoint's {config.image_size}")
+        if tuple(idm.config.cameras) != ("desk",):
+            # the VLM and the VDM see and draw the desk camera alone: an IDM of more views has no frames to read
+            raise CheckpointError(f"{folder / 'idm' / 'config.json'}: the IDM reads the cameras "
+                                  f"{list(idm.config.cameras)}, the planner's VDM draws the desk camera alone")
         text_encoder = CaptionEncoder(max_length=index.get("text_encoder", {}).get("max_length", 32))
         if vdm.config.text_dim != text_encoder.hidden_size:
             raise CheckpointError(f"{folder / 'vdm' / 'config.json'}: text_dim {vdm.config.text_dim} does not match "

@@ -130,6 +130,19 @@ def test_wrong_image_size_is_named(checkpoint, tmp_path):
         Planner.from_pretrained(folder)
 
 
+def test_an_idm_of_more_cameras_than_the_vdm_draws_is_named(checkpoint, tmp_path):
+    from vans_engine.models.idm import InverseDynamicsModel
+
+    folder = copy_of(checkpoint, tmp_path)
+    settings = {k: v for k, v in json.loads((folder / "idm" / "config.json").read_text()).items() if not k.startswith("_")}
+    InverseDynamicsModel(**{**settings, "cameras": ["desk", "side"]}).save_pretrained(folder / "idm")
+    index = json.loads((folder / "model_index.json").read_text())
+    index.pop("files")
+    write_model_index(folder, index)
+    with pytest.raises(CheckpointError, match=r"idm/config.json: the IDM reads the cameras \['desk', 'side'\]"):
+        Planner.from_pretrained(folder)
+
+
 def test_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Planner.from_pretrained(tmp_path / "nothing")

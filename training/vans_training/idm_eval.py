@@ -29,8 +29,10 @@ from vans_training.policies import ACTION_COMPONENTS, load_idm
 def component_scores(errors: np.ndarray, targets: np.ndarray, replan_every: int) -> dict[str, float]:
     """Scores of (S, K, 4) chunk errors against (S, K, 4) recorded actions, NaN where the episode had
     ended (a mask in the data)."""
-    scores = {f"rmse_{name}": float(np.sqrt(np.nanmean(errors[..., c] ** 2))) for c, name in enumerate(ACTION_COMPONENTS)}
-    scores.update({f"mean_abs_{name}": float(np.nanmean(np.abs(targets[..., c]))) for c, name in enumerate(ACTION_COMPONENTS)})
+    scores = {}
+    for c, name in enumerate(ACTION_COMPONENTS):
+        scores[f"rmse_{name}"] = float(np.sqrt(np.nanmean(errors[..., c] ** 2)))
+        scores[f"mean_abs_{name}"] = float(np.nanmean(np.abs(targets[..., c])))
     scores["chunk_mse"] = float(np.nanmean(errors ** 2))
     scores["first_actions_mse"] = float(np.nanmean(errors[:, :replan_every] ** 2))
     predicted_sign = (errors[..., 3] + targets[..., 3]) > 0
@@ -75,8 +77,8 @@ def evaluate_idm(model: str | Path, data: str | Path, out: str | Path, split: st
 
 
 def format_report(report: dict) -> str:
-    header = ("| | samples | RMSE dx | RMSE dy | RMSE dz | RMSE gripper | first-actions MSE | chunk MSE | gripper sign |\n"
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    header = ("| | samples | RMSE dx | RMSE dy | RMSE dz | RMSE gripper | first-actions MSE | chunk MSE "
+              "| gripper sign |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def row(name: str, s: dict) -> str:
         return (f"| {name} | {s['samples']} | {s['rmse_x']:.3f} | {s['rmse_y']:.3f} | {s['rmse_z']:.3f} | "

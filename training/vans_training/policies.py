@@ -194,7 +194,8 @@ class ShadowedPolicy:
         if self.current[i]["image"].shape != image.shape:
             cameras = ",".join(self.shadows[i].cameras)
             raise ValueError(f"{type(self).__name__} plans for {self.current[i]['image'].shape} images (cameras "
-                             f"{cameras}), the scored environments render {image.shape}: score with --cameras {cameras}")
+                             f"{cameras}), the scored environments render {image.shape}: "
+                             f"score with --cameras {cameras}")
         self.mismatches += 1
         if not self._warned:
             self._warned = True
