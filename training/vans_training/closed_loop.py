@@ -130,7 +130,8 @@ def score_run(run: Run, split: str, args: argparse.Namespace, tasks: list[str], 
     config = ScoreConfig(policy=run.policy, tasks=tasks, episodes=args.episodes, split=split,
                          seed_start=args.seed_start, image_size=args.image_size, num_envs=args.num_envs,
                          vector=args.vector, video=run.video, policy_options=options)
-    settings = {k: v for k, v in asdict(config).items() if k != "vector"}
+    # as its JSON file reads back (tuples such as the cameras become lists)
+    settings = json.loads(json.dumps({k: v for k, v in asdict(config).items() if k != "vector"}))
     folder = out / f"{run.name}-{split}"
     report_path, settings_path = folder / "report.json", folder / SETTINGS_FILE
     if report_path.is_file() and settings_path.is_file() and json.loads(settings_path.read_text()) == settings:
