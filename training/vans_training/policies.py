@@ -61,7 +61,8 @@ logger = logging.getLogger(__name__)
 
 
 def load_idm(model: str | Path, future_frames: int | None = None):
-    """An IDM and its K from a planner checkpoint folder (``idm/`` inside) or an IDM folder.
+    """An IDM and its K from a planner checkpoint folder (``idm/`` inside) or an IDM folder (its
+    ``config.json`` and weights at the top, with or without a ``model_index.json`` of hashes).
 
     Returns ``(idm, future_frames)``. A planner checkpoint's ``model_index.json`` fixes K
     (``planner.future_frames``); for a bare IDM folder K is ``future_frames`` (8 when not given).
@@ -69,7 +70,7 @@ def load_idm(model: str | Path, future_frames: int | None = None):
     from vans_engine.models.idm import InverseDynamicsModel
 
     folder = Path(model)
-    if (folder / "model_index.json").is_file():
+    if (folder / "model_index.json").is_file() and (folder / "idm").is_dir():
         index = json.loads((folder / "model_index.json").read_text())
         k = int(index.get("planner", {}).get("future_frames", 8))
         if future_frames is not None and future_frames != k:
