@@ -26,18 +26,17 @@ from vans_training.data import NextEventData, to_model_frames
 from vans_training.policies import ACTION_COMPONENTS, load_idm
 
 
-def component_scores(errors: np.ndarray, targets: np.ndarray, replan_every: int) -> dict[str, float]:
-    """Scores of (S, K, 4) chunk errors against (S, K, 4) recorded actions, NaN where the episode had
-    ended (a mask in the data)."""
-    scores = {}
+def component_scores(predicted: np.ndarray, recorded: np.ndarray, replan_every: int) -> dict[str, float]:
+    """Scores of (S, K, 4) predicted chunks against (S, K, 4) recorded actions, NaN where the episode
+    had ended (a mask in the data)."""
+    errors, scores = predicted - recorded, {}
     for c, name in enumerate(ACTION_COMPONENTS):
         scores[f"rmse_{name}"] = float(np.sqrt(np.nanmean(errors[..., c] ** 2)))
-        scores[f"mean_abs_{name}"] = float(np.nanmean(np.abs(targets[..., c])))
+        scores[f"mean_abs_{name}"] = float(np.nanmean(np.abs(recorded[..., c])))
     scores["chunk_mse"] = float(np.nanmean(errors ** 2))
     scores["first_actions_mse"] = float(np.nanmean(errors[:, :replan_every] ** 2))
-    predicted_sign = (errors[..., 3] + targets[..., 3]) > 0
-    valid = ~np.isnan(targets[..., 3])
-    scores["gripper_sign_accuracy"] = float((predicted_sign == (targets[..., 3] > 0))[valid].mean())
+    valid = ~np.isnan(recorded[..., 3])
+    scores["gripper_sign_accuracy"] = float(((predicted[..., 3] > 0) == (recorded[..., 3] > 0))[valid].mean())
     scores["samples"] = int(len(errors))
     return scores
 
@@ -53,21 +52,19 @@ def evaluate_idm(model: str | Path, data: str | Path, out: str | Path, split: st
     if tuple(samples.cameras) != tuple(idm.config.cameras) or samples.image_size != idm.config.image_size:
         raise ValueError(f"{data} shows {samples.image_size}-pixel views of {list(samples.cameras)}, the IDM in "
                          f"{model} reads {idm.config.image_size}-pixel views of {list(idm.config.cameras)}")
-    errors, targets, tasks = [], [], []
+    predicted, recorded, tasks = [], [], []
     for start in tqdm(range(0, len(samples), batch_size), desc="idm-eval", disable=not progress):
         batch = samples.batch(np.arange(start, min(start + batch_size, len(samples))))
         frames = to_model_frames(np.concatenate([batch.context[:, -1:], batch.future], axis=1))
-        chunk = idm.predict_action_chunk(frames, torch.from_numpy(batch.state[:, 0])).float().numpy()
-        recorded = np.where(batch.action_mask[..., None], batch.actions, np.nan)
-        errors.append(chunk - recorded)
-        targets.append(recorded)
+        predicted.append(idm.predict_action_chunk(frames, torch.from_numpy(batch.state[:, 0])).float().numpy())
+        recorded.append(np.where(batch.action_mask[..., None], batch.actions, np.nan))
         tasks += batch.tasks
-    errors, targets, tasks = np.concatenate(errors), np.concatenate(targets), np.asarray(tasks)
+    predicted, recorded, tasks = np.concatenate(predicted), np.concatenate(recorded), np.asarray(tasks)
     replan_every = max(1, k // 2)
     report = {"model": str(model), "data": str(data), "split": split, "anchor_every": anchor_every,
               "future_frames": k, "replan_every": replan_every, "cameras": list(idm.config.cameras),
-              "overall": component_scores(errors, targets, replan_every),
-              "per_task": {task: component_scores(errors[tasks == task], targets[tasks == task], replan_every)
+              "overall": component_scores(predicted, recorded, replan_every),
+              "per_task": {task: component_scores(predicted[tasks == task], recorded[tasks == task], replan_every)
                            for task in sorted(set(tasks))}}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
