@@ -138,6 +138,11 @@ class NextEventData:
         """The side of each square view (the frames' height)."""
         return int(self.images.shape[1])
 
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of a frame: the views side by side."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
     def __len__(self) -> int:
         return len(self.anchors)
 

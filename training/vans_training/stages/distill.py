@@ -55,8 +55,7 @@ class DistillStage(VDMStage):
         return as_denoiser(self.load_trained_vdm(self.config.teacher), self.config.prediction)
 
     def video_shape(self) -> tuple[int, ...]:
-        size = self.train_data.image_size
-        return (3, self.config.future_frames, size, size)
+        return (3, self.config.future_frames, *self.train_data.frame_size)
 
     # -- 1. reflow pairs ----------------------------------------------------------------------------------
 
@@ -67,7 +66,7 @@ class DistillStage(VDMStage):
         folder.mkdir(parents=True, exist_ok=True)
         samples = np.random.default_rng(config.seed).integers(0, len(self.train_data), config.num_pairs)
         sampler = VideoDiffusionSampler(self.teacher, make_scheduler(shift=config.shift),
-                                        num_frames=config.future_frames, image_size=self.train_data.image_size)
+                                        num_frames=config.future_frames, image_size=self.train_data.frame_size)
         starts = list(range(0, config.num_pairs, config.pair_batch_size))
         for chunk, start in enumerate(tqdm(starts, desc="reflow pairs from the teacher", disable=rank != 0)):
             path = folder / f"chunk_{chunk:05d}.pt"

@@ -104,7 +104,7 @@ class GRPOStage(Stage):
         the deterministic sampler, from ``noise``."""
         context = self.context(batch, repeats)
         sampler = VideoDiffusionSampler(denoiser, make_scheduler(), num_frames=self.config.future_frames,
-                                        image_size=context.shape[-1])
+                                        image_size=tuple(context.shape[-2:]))
         frames = sampler(context, self.tokens(captions), num_inference_steps=steps, latents=noise,
                          output_type="uint8").frames
         return frames.permute(0, 1, 3, 4, 2).cpu().numpy()
@@ -114,8 +114,8 @@ class GRPOStage(Stage):
         return to_model_frames(batch.context, self.device).repeat_interleave(repeats, dim=0)
 
     def noise(self, count: int, generator: torch.Generator) -> torch.Tensor:
-        size = self.train_data.image_size
-        return torch.randn((count, 3, self.config.future_frames, size, size), generator=generator).to(self.device)
+        return torch.randn((count, 3, self.config.future_frames, *self.train_data.frame_size),
+                           generator=generator).to(self.device)
 
     # -- rewards --------------------------------------------------------------------------------------
 

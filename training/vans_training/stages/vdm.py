@@ -236,7 +236,8 @@ class VDMStage(Stage):
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """The same random shift and colour change for a sample's context and future frames."""
         frames = torch.cat([context, clean.transpose(1, 2)], dim=1)
-        frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator)
+        frames = augment_clips(frames, self.config.random_shift, self.config.photometric_jitter, generator,
+                               views=len(self.train_data.cameras))
         return frames[:, :context.shape[1]], frames[:, context.shape[1]:].transpose(1, 2)
 
     def training_loss(self, batch: NextEventBatch, context: torch.Tensor, clean: torch.Tensor, noise: torch.Tensor,
@@ -274,7 +275,7 @@ class VDMStage(Stage):
         """(B, K, S, S, 3) uint8 videos from ``model`` with ``steps`` Euler steps and seeded noise."""
         context, _, tokens = self.model_inputs(batch)
         sampler = VideoDiffusionSampler(model, make_scheduler(shift=self.config.shift),
-                                        num_frames=self.config.future_frames, image_size=context.shape[-1])
+                                        num_frames=self.config.future_frames, image_size=tuple(context.shape[-2:]))
         frames = sampler(context, tokens, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
                          output_type="uint8").frames
         return frames.permute(0, 1, 3, 4, 2).cpu().numpy()

@@ -21,20 +21,32 @@ from diffusers.utils import BaseOutput
 from vans_engine.models.vdm.configuration_vdm import IMAGE_SIZE, NUM_FRAMES, RGB_CHANNELS
 
 
-def check_context_frames(frames: torch.Tensor, image_size: int | None = None, num_frames: int = NUM_FRAMES) -> None:
+def frame_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` of frames given as a square's side or as that pair (views side by side are
+    ``(S, S * views)``)."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
+def check_context_frames(frames: torch.Tensor, image_size: int | tuple[int, int] | None = None,
+                         num_frames: int = NUM_FRAMES) -> None:
     """Raise `ValueError` naming the problem if `frames` is not a usable ``(B, T, 3, H, W)`` context.
 
     Args:
         frames (`torch.Tensor`): uint8, or float in ``[-1, 1]``.
-        image_size (`int`, *optional*): required height and width.
+        image_size (`int` or `(int, int)`, *optional*): required side of square frames, or their
+            ``(height, width)``.
         num_frames (`int`, defaults to `8`): K; the context may not be longer (it is laid on the K slots).
     """
     if not isinstance(frames, torch.Tensor):
         raise ValueError(f"context frames must be a torch.Tensor, got {type(frames).__name__}")
     if frames.ndim != 5 or frames.shape[2] != RGB_CHANNELS:
         raise ValueError(f"context frames must have shape (B, T, 3, H, W), got {tuple(frames.shape)}")
-    if image_size is not None and tuple(frames.shape[-2:]) != (image_size, image_size):
-        raise ValueError(f"context frames must be {image_size}x{image_size}, got {tuple(frames.shape[-2:])}")
+    if image_size is not None and tuple(frames.shape[-2:]) != frame_size(image_size):
+        height, width = frame_size(image_size)
+        raise ValueError(f"context frames must be {height}x{width} (HxW), got {tuple(frames.shape[-2:])}")
     if not 1 <= frames.shape[1] <= num_frames:
         raise ValueError(f"context must hold 1 to {num_frames} frames, got {frames.shape[1]}")
     if frames.dtype == torch.uint8:
@@ -146,14 +158,16 @@ class VideoDiffusionSampler:
         transformer (`WanTransformer3DModel`): the denoiser (see :func:`make_vdm`).
         scheduler (`FlowMatchEulerDiscreteScheduler`): the flow-matching scheduler (see :func:`make_scheduler`).
         num_frames (`int`, defaults to `8`): K, frames generated per sample.
-        image_size (`int`, defaults to `64`): frame height and width the transformer was trained at.
+        image_size (`int` or `(int, int)`, defaults to `64`): side of the square frames the transformer
+            draws, or their ``(height, width)`` (two camera views side by side: ``(64, 128)``).
     """
 
     def __init__(self, transformer: WanTransformer3DModel, scheduler: FlowMatchEulerDiscreteScheduler,
-                 num_frames: int = NUM_FRAMES, image_size: int = IMAGE_SIZE):
+                 num_frames: int = NUM_FRAMES, image_size: int | tuple[int, int] = IMAGE_SIZE):
         config = transformer.config
-        if num_frames % config.patch_size[0] or image_size % config.patch_size[1] or image_size % config.patch_size[2]:
-            raise ValueError(f"num_frames {num_frames} and image_size {image_size} must be divisible by the "
+        height, width = frame_size(image_size)
+        if num_frames % config.patch_size[0] or height % config.patch_size[1] or width % config.patch_size[2]:
+            raise ValueError(f"num_frames {num_frames} and frames of {height}x{width} must be divisible by the "
                              f"transformer's patch size {tuple(config.patch_size)}")
         self.transformer = transformer
         self.scheduler = scheduler
