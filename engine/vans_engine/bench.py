@@ -39,7 +39,7 @@ def run_bench(model: str, backend: str = "onnxruntime", device: str = "cpu", ste
     cfg.max_caption_tokens = planner.min_caption_tokens = caption_tokens
     planner.caption_cache = caption_cache
     rng = np.random.default_rng(0)
-    clip = rng.integers(0, 256, (cfg.context_frames, cfg.image_size, cfg.image_size, 3), dtype=np.uint8)
+    clip = rng.integers(0, 256, (cfg.context_frames, *cfg.frame_size, 3), dtype=np.uint8)
     state = rng.uniform(0.0, 1.0, planner.idm.config.state_dim).astype(np.float32)  # timing only: any state does
     steps = steps or cfg.num_inference_steps
     if device.startswith("cuda"):
@@ -76,7 +76,7 @@ def run_bench(model: str, backend: str = "onnxruntime", device: str = "cpu", ste
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "backend": backend, "device": device, "steps": steps, "repeats": repeats,
-        "image_size": cfg.image_size, "context_frames": cfg.context_frames, "future_frames": cfg.future_frames,
+        "image_size": cfg.image_size, "cameras": list(cfg.cameras), "context_frames": cfg.context_frames, "future_frames": cfg.future_frames,
         "plan_ms": _percentiles(stages.pop("total")),
         "plan_ms_reused_caption": _percentiles(reused), "caption_tokens": caption_tokens,
         "cuda_graphs": planner.cuda_graphs, "caption_cache": caption_cache or "dynamic",

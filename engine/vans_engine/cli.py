@@ -29,7 +29,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if planner.needs_state and args.state is None:
         raise ValueError(f"{args.model}: its IDM reads proprioception: give --state X Y Z GRIPPER (the tool point "
                          f"in metres and the gripper opening 0-1 at the clip's last frame)")
-    clip = resize_frames(read_frames(args.video), planner.config.image_size)
+    clip = resize_frames(read_frames(args.video), planner.config.frame_size)
     t = planner.config.context_frames
     context = np.concatenate([np.repeat(clip[:1], max(0, t - len(clip)), axis=0), clip])[-t:]
     plan = planner.plan(context, args.instruction, num_samples=args.samples, steps=args.steps, seed=args.seed,
@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict the next event of a clip: caption, answer video, actions")
     add_model_args(p)
-    p.add_argument("--video", required=True, help="context clip: a video file (MP4, GIF) or a folder of frames")
+    p.add_argument("--video", required=True, help="context clip: a video file (MP4, GIF) or a folder of frames; "
+                   "for a checkpoint of several cameras, their views side by side")
     p.add_argument("--instruction", required=True, help='what should happen, e.g. "push the red button"')
     p.add_argument("--out", required=True, help="answer video (MP4 or GIF): context and prediction side by side")
     p.add_argument("--actions", help="where to write the actions (default: actions.json beside --out)")

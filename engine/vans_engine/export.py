@@ -69,7 +69,7 @@ def export_onnx(planner) -> dict[str, Path]:
     cfg = planner.config
     # The graph holds the whole denoiser call, including the residual-to-velocity conversion.
     export_vdm_onnx(as_denoiser(planner.vdm, cfg.vdm_prediction), paths["vdm"], num_frames=cfg.future_frames,
-                    image_size=cfg.image_size, caption_length=planner.text_encoder.max_length)
+                    image_size=cfg.frame_size, caption_length=planner.text_encoder.max_length)
     export_idm_onnx(planner.idm, paths["idm"], cfg.future_frames)
     manifest = {"sources": _source_hashes(folder), "vdm_prediction": cfg.vdm_prediction}
     (folder / EXPORTED_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2))

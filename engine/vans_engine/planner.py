@@ -56,7 +56,7 @@ class PlannerConfig:
     """What a checkpoint fixes besides its components' own configs.
 
     Args:
-        image_size (`int`): side of the square frames every component works on.
+        image_size (`int`): side of each square camera view every component works on.
         context_frames (`int`): T, frames of context the VLM and the VDM see.
         future_frames (`int`): K, frames the VDM predicts (and actions the IDM gives).
         num_inference_steps (`int`): default denoising steps (1-4 distilled, 20-50 teacher).
@@ -69,6 +69,10 @@ class PlannerConfig:
             trained by mean squared error on frames that show the motion only in part predicts the mean
             of the motions they allow, shorter than any one of them; a gain above 1 gives the arm back
             its speed. 1 leaves the IDM's actions as they are; the gripper command is never scaled.
+        cameras (`tuple[str, ...]`): the camera views in each frame, side by side, as
+            ``vans_sim.RoboDeskEnv(cameras=...)`` renders them: a frame is ``image_size`` high and
+            ``image_size * len(cameras)`` wide. The VDM draws all of them and the IDM reads all of them;
+            the VLM reads the first (the desk camera), the view its captions were trained on.
     """
 
     image_size: int = 64
@@ -80,15 +84,24 @@ class PlannerConfig:
     max_caption_tokens: int = 20
     vdm_prediction: str = "velocity"
     motion_gain: float = 1.0
+    cameras: tuple[str, ...] = ("desk",)
 
     def __post_init__(self):
         check_prediction(self.vdm_prediction)
         check_motion_gain(self.motion_gain)
+        if isinstance(self.cameras, str) or not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"cameras must be a non-empty list of distinct camera names, got {self.cameras!r}")
+        self.cameras = tuple(str(name) for name in self.cameras)  # a JSON list reads back as a tuple
         for name in ("image_size", "context_frames", "future_frames", "num_inference_steps", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.context_frames > self.future_frames:
             raise ValueError("context_frames must not exceed future_frames (the VDM lays the context on the K slots)")
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of a frame: the camera views side by side."""
+        return self.image_size, self.image_size * len(self.cameras)
 
 
 def check_motion_gain(gain: float) -> float:
@@ -114,7 +127,8 @@ class Plan:
 
     Args:
         caption (`str`): the predicted next event.
-        frames (`np.ndarray`): ``(K, H, W, 3)`` uint8, the predicted frames after the current one.
+        frames (`np.ndarray`): ``(K, H, W, 3)`` uint8, the predicted frames after the current one (every
+            camera view, side by side).
         actions (`np.ndarray`): ``(K, action_dim)`` float32 in [-1, 1], the action leading into each frame.
         timings (`dict[str, float]`): milliseconds per stage (``vlm``, ``text``, ``vdm``, ``idm``, ``total``)
             for the whole batch this plan was made in.
@@ -246,10 +260,10 @@ class Planner:
         if idm.config.image_size != config.image_size:
             raise CheckpointError(f"{folder / 'idm' / 'config.json'}: image_size {idm.config.image_size} does not "
                                   f"match the checkpoint's {config.image_size}")
-        if tuple(idm.config.cameras) != ("desk",):
-            # the VLM and the VDM see and draw the desk camera alone: an IDM of more views has no frames to read
+        if tuple(idm.config.cameras) != config.cameras:
+            # the IDM reads the views the VDM draws: any other set has no frames to read
             raise CheckpointError(f"{folder / 'idm' / 'config.json'}: the IDM reads the cameras "
-                                  f"{list(idm.config.cameras)}, the planner's VDM draws the desk camera alone")
+                                  f"{list(idm.config.cameras)}, the planner's VDM draws {list(config.cameras)}")
         text_encoder = CaptionEncoder(max_length=index.get("text_encoder", {}).get("max_length", 32))
         if vdm.config.text_dim != text_encoder.hidden_size:
             raise CheckpointError(f"{folder / 'vdm' / 'config.json'}: text_dim {vdm.config.text_dim} does not match "
@@ -285,7 +299,7 @@ class Planner:
 
     def check_inputs(self, frames: np.ndarray, instructions: list[str]) -> list[str]:
         """Validate a batch; return the instructions, over-long ones truncated with a warning."""
-        size, t = self.config.image_size, self.config.context_frames
+        (height, width), t = self.config.frame_size, self.config.context_frames
         if not isinstance(frames, np.ndarray):
             raise ValueError(f"frames must be a numpy array, got {type(frames).__name__}")
         if frames.dtype != np.uint8:
@@ -293,8 +307,10 @@ class Planner:
                 raise ValueError(f"frames must be uint8 (or float in [0, 255]), got dtype {frames.dtype}")
             if not np.isfinite(frames).all():
                 raise ValueError("frames contain NaN or infinite values")
-        if frames.ndim != 5 or frames.shape[1:] != (t, size, size, 3):
-            raise ValueError(f"frames must have shape (B, {t}, {size}, {size}, 3), got {frames.shape}")
+        if frames.ndim != 5 or frames.shape[1:] != (t, height, width, 3):
+            views = " side by side" if len(self.config.cameras) > 1 else ""
+            raise ValueError(f"frames must have shape (B, {t}, {height}, {width}, 3) (the cameras "
+                             f"{', '.join(self.config.cameras)}{views}), got {frames.shape}")
         if len(instructions) != len(frames):
             raise ValueError(f"{len(frames)} frame clips but {len(instructions)} instructions")
         checked = []
@@ -381,8 +397,10 @@ class Planner:
             if len(captions) != batch or num_samples != 1:
                 raise ValueError(f"captions must hold one caption per clip ({batch}) and num_samples must be 1")
         else:
+            # the VLM reads the first camera's view, the one its captions were trained on
+            first_view = np.ascontiguousarray(frames[..., :self.config.image_size, :])
             per_clip = self.vlm.generate_captions_batch(
-                list(frames), instructions, num_samples=num_samples, do_sample=num_samples > 1,
+                list(first_view), instructions, num_samples=num_samples, do_sample=num_samples > 1,
                 max_new_tokens=self.config.max_caption_tokens, min_new_tokens=self.min_caption_tokens, seed=seed,
                 # the graphed decoder is greedy: sampled captions go through generate()
                 cache_implementation=self.caption_cache if num_samples == 1 else None)
@@ -398,7 +416,8 @@ class Planner:
         t0 = time.perf_counter()
         context = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).repeat_interleave(num_samples, dim=0)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        sampler = VideoDiffusionSampler(self._denoiser, self.scheduler, num_frames=self.config.future_frames)
+        sampler = VideoDiffusionSampler(self._denoiser, self.scheduler, num_frames=self.config.future_frames,
+                                        image_size=self.config.frame_size)
         video = sampler(context, tokens.to(self._denoiser.device), num_inference_steps=steps,
                         generator=generator, output_type="pt").frames.cpu()  # (B*S, K, 3, H, W) in [-1, 1]
         timings["vdm"] = (time.perf_counter() - t0) * 1000

@@ -69,6 +69,12 @@ class PlannerPolicy:
             self.captions[i] = None
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        height, width = self.planner.config.frame_size
+        if obs["image"].shape[1:3] != (height, width):
+            cameras = ",".join(self.planner.config.cameras)
+            raise ValueError(f"the planner plans from {height}x{width} images (cameras {cameras}), the scored "
+                             f"environments render {obs['image'].shape[1]}x{obs['image'].shape[2]}: score with "
+                             f"--image-size {self.planner.config.image_size} --cameras {cameras}")
         for i in range(self.num_envs):
             frames = self.history[i]
             if not frames:  # a new episode: the first frame stands in for the missing context

@@ -49,7 +49,8 @@ def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed
     torch.manual_seed(seed)
     vlm = NextEventVLM.from_config(train_caption_tokenizer(TINY_CORPUS), **sizes["vlm"])
     vdm = make_vdm(**sizes["vdm"])
-    idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, **sizes["idm"])
+    idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, cameras=config.cameras,
+                               **sizes["idm"])
     if idm_state:
         torch.nn.init.normal_(idm.chunk_state_proj.weight, std=0.5)
     return Planner(vlm, CaptionEncoder(), vdm, make_scheduler(), idm, config, backend="torch", trained=False)

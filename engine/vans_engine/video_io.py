@@ -52,10 +52,12 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 10.0) -> None
         iio.mimwrite(path, list(frames), fps=fps, macro_block_size=1, format="FFMPEG")
 
 
-def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Resize (N, H, W, 3) uint8 frames to size x size with area averaging (PIL), if needed."""
-    if frames.shape[1:3] == (size, size):
+def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize (N, H, W, 3) uint8 frames to ``size`` x ``size``, or to ``size = (height, width)`` (camera
+    views side by side), with area averaging (PIL), if needed."""
+    height, width = (size, size) if isinstance(size, int) else size
+    if frames.shape[1:3] == (height, width):
         return frames
     from PIL import Image
 
-    return np.stack([np.asarray(Image.fromarray(f).resize((size, size), Image.BOX)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BOX)) for f in frames])

@@ -8,7 +8,7 @@ import pytest
 
 from vans_engine.backends import tensorrt_available
 from vans_engine.checkpoint import CheckpointError, write_model_index
-from vans_engine.planner import Planner
+from vans_engine.planner import Planner, PlannerConfig
 from vans_engine.testing import tiny_checkpoint
 
 INSTRUCTION = "push the red button"
@@ -139,8 +139,52 @@ def test_an_idm_of_more_cameras_than_the_vdm_draws_is_named(checkpoint, tmp_path
     index = json.loads((folder / "model_index.json").read_text())
     index.pop("files")
     write_model_index(folder, index)
-    with pytest.raises(CheckpointError, match=r"idm/config.json: the IDM reads the cameras \['desk', 'side'\]"):
+    with pytest.raises(CheckpointError, match=r"idm/config.json: the IDM reads the cameras \['desk', 'side'\], "
+                                              r"the planner's VDM draws \['desk'\]"):
         Planner.from_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def two_camera_checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny2") / "ckpt", config=PlannerConfig(cameras=("desk", "side")))
+
+
+def wide_clip(seed=0):
+    """A context clip of the desk and side views side by side, (4, 64, 128, 3)."""
+    return np.random.default_rng(seed).integers(0, 256, (4, 64, 128, 3), dtype=np.uint8)
+
+
+def test_a_two_camera_planner_draws_and_reads_both_views(two_camera_checkpoint):
+    """The VDM draws 64x128 frames, the ONNX graphs take them and agree with PyTorch; the VLM reads
+    the desk view alone, so a different side view leaves the caption as it was; a square clip is
+    refused with the cameras named."""
+    index = json.loads((two_camera_checkpoint / "model_index.json").read_text())
+    assert index["planner"]["cameras"] == ["desk", "side"]
+    eager = Planner.from_pretrained(two_camera_checkpoint, backend="torch")
+    ort = Planner.from_pretrained(two_camera_checkpoint, backend="onnxruntime")
+    assert eager.config.frame_size == (64, 128)
+    a = eager.plan(wide_clip(1), INSTRUCTION, seed=5, steps=2)
+    b = ort.plan(wide_clip(1), INSTRUCTION, seed=5, steps=2)
+    assert a.frames.shape == (8, 64, 128, 3) and a.actions.shape == (8, 4)
+    assert a.caption == b.caption
+    assert np.abs(a.frames.astype(int) - b.frames).max() <= 1
+    np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
+
+    other_side = wide_clip(1)
+    other_side[..., 64:, :] = wide_clip(2)[..., 64:, :]
+    c = eager.plan(other_side, INSTRUCTION, seed=5, steps=2)
+    assert c.caption == a.caption
+    assert not np.array_equal(c.frames[..., 64:, :], a.frames[..., 64:, :])  # the VDM reads the side view
+
+    with pytest.raises(ValueError, match=r"\(B, 4, 64, 128, 3\) \(the cameras desk, side side by side\)"):
+        eager.plan(clip(), INSTRUCTION)
+
+
+def test_planner_cameras_are_checked():
+    with pytest.raises(ValueError, match="distinct camera names"):
+        PlannerConfig(cameras=("desk", "desk"))
+    with pytest.raises(ValueError, match="distinct camera names"):
+        PlannerConfig(cameras=())
 
 
 def test_not_a_checkpoint(tmp_path):

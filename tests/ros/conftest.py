@@ -37,6 +37,18 @@ def tiny_state_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_two_camera_model(tmp_path_factory):
+    """The same, drawing and reading the desk and side views side by side (64x128 frames)."""
+    from vans_engine.planner import Planner, PlannerConfig
+    from vans_engine.testing import tiny_checkpoint
+
+    folder = tiny_checkpoint(tmp_path_factory.mktemp("ros_two_cameras") / "tiny",
+                             config=PlannerConfig(cameras=("desk", "side")))
+    Planner.from_pretrained(folder, backend="onnxruntime")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ros():
     rclpy.init()
     yield

@@ -29,7 +29,7 @@ def test_decode_each_encoding(encoding, pad):
     rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
     if encoding == "mono8":
         rgb[..., 1] = rgb[..., 2] = rgb[..., 0]
-    out, shape = frames.decode_image(raw(rgb, encoding, pad), image_size=16)
+    out, shape = frames.decode_image(raw(rgb, encoding, pad), size=(16, 16))
     assert shape == (16, 16)
     np.testing.assert_array_equal(out, rgb)
 
@@ -37,9 +37,18 @@ def test_decode_each_encoding(encoding, pad):
 def test_decode_resizes_to_image_size():
     rgb = np.zeros((480, 640, 3), np.uint8)
     rgb[:, 320:] = (255, 0, 0)
-    out, shape = frames.decode_image(raw(rgb, "bgr8"), image_size=64)
+    out, shape = frames.decode_image(raw(rgb, "bgr8"), size=(64, 64))
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and shape == (480, 640)
     assert tuple(out[32, 60]) == (255, 0, 0) and tuple(out[32, 2]) == (0, 0, 0)
+
+
+def test_decode_resizes_to_views_side_by_side():
+    """A planner of two cameras takes (64, 128) frames: the desk view left, the side view right."""
+    rgb = np.zeros((128, 256, 3), np.uint8)
+    rgb[:, 128:] = (0, 0, 255)
+    out, _ = frames.decode_image(raw(rgb, "rgb8"), size=(64, 128))
+    assert out.shape == (64, 128, 3)
+    assert tuple(out[32, 100]) == (0, 0, 255) and tuple(out[32, 20]) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png compressed bgr8"])
@@ -48,7 +57,7 @@ def test_decode_compressed(fmt):
     rgb[:, :32] = (0, 200, 0)
     buffer = io.BytesIO()
     PILImage.fromarray(rgb).save(buffer, format="PNG" if "png" in fmt else "JPEG")
-    out, shape = frames.decode_compressed(CompressedImage(format=fmt, data=buffer.getvalue()), image_size=64)
+    out, shape = frames.decode_compressed(CompressedImage(format=fmt, data=buffer.getvalue()), size=(64, 64))
     assert out.shape == (64, 64, 3) and shape == (48, 64)
     assert abs(int(out[20, 5, 1]) - 200) < 10 and out[20, 60, 1] < 10
 
@@ -62,22 +71,22 @@ def test_decode_compressed(fmt):
 ])
 def test_bad_image_names_its_fault(msg, kind):
     with pytest.raises(frames.FrameError) as e:
-        frames.decode_image(msg, 64)
+        frames.decode_image(msg, (64, 64))
     assert e.value.kind == kind
 
 
 def test_bad_compressed_names_its_fault():
     for fmt in ("bmp", "16UC1; compressedDepth png", ""):
         with pytest.raises(frames.FrameError, match="unsupported compressed format") as e:
-            frames.decode_compressed(CompressedImage(format=fmt, data=b"BM"), 64)
+            frames.decode_compressed(CompressedImage(format=fmt, data=b"BM"), (64, 64))
         assert e.value.kind == "format"
     with pytest.raises(frames.FrameError) as e:
-        frames.decode_compressed(CompressedImage(format="png", data=b"\x89PNG\r\n\x1a\n garbage"), 64)
+        frames.decode_compressed(CompressedImage(format="png", data=b"\x89PNG\r\n\x1a\n garbage"), (64, 64))
     assert e.value.kind == "corrupt"
     big = io.BytesIO()
     PILImage.new("L", (4000, 3000)).save(big, format="PNG")
     with pytest.raises(frames.FrameError) as e:
-        frames.decode_compressed(CompressedImage(format="png", data=big.getvalue()), 64)
+        frames.decode_compressed(CompressedImage(format="png", data=big.getvalue()), (64, 64))
     assert e.value.kind == "too_large"
 
 
@@ -88,7 +97,7 @@ def test_bad_compressed_names_its_fault():
 def test_decode_image_either_decodes_or_raises_frame_error(encoding, width, height, step, data):
     msg = Image(encoding=encoding, width=width, height=height, step=step, data=data)
     try:
-        out, _ = frames.decode_image(msg, 32)
+        out, _ = frames.decode_image(msg, (32, 32))
     except frames.FrameError:
         return
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
@@ -98,7 +107,7 @@ def test_decode_image_either_decodes_or_raises_frame_error(encoding, width, heig
 @given(fmt=st.sampled_from(["jpeg", "png", "jpg", "tiff", ""]), data=st.binary(max_size=2000))
 def test_decode_compressed_either_decodes_or_raises_frame_error(fmt, data):
     try:
-        out, _ = frames.decode_compressed(CompressedImage(format=fmt, data=data), 32)
+        out, _ = frames.decode_compressed(CompressedImage(format=fmt, data=data), (32, 32))
     except frames.FrameError:
         return
     assert out.shape == (32, 32, 3)

@@ -20,6 +20,7 @@ from trajectory_msgs.msg import MultiDOFJointTrajectory
 from conftest import wait_for
 from ros_probe import LATCHED, RELIABLE
 from vans_ros import checkpoints
+from vans_ros.parameters import ParameterError
 from vans_ros.plan_messages import action_to_twist, actions_to_trajectory
 from vans_ros.sim_camera_node import SimCameraNode
 
@@ -93,9 +94,21 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     assert robot.successes == [e["success"] for e in robot.episodes]
 
 
-@pytest.mark.parametrize("model", ["tiny_model", "tiny_state_model"])
+def test_sim_camera_renders_the_cameras_asked_for(spinner):
+    """cameras:=desk,side publishes both views side by side; an unknown camera stops the node, named."""
+    spinner.add(SimCameraNode(parameter_overrides=[Parameter("cameras", value="desk, side"),
+                                                   Parameter("step_rate_hz", value=100.0)]))
+    robot = spinner.add(Robot())
+    wait_for(lambda: robot.frames, what="camera frames")
+    assert (robot.frames[-1].height, robot.frames[-1].width) == (64, 128)
+    with pytest.raises(ParameterError, match=r"parameter 'cameras': cameras must be distinct names from"):
+        SimCameraNode(parameter_overrides=[Parameter("cameras", value="desk,top")])
+
+
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_state_model", "tiny_two_camera_model"])
 def test_demo_closed_loop_writes_report_and_gif(model, request, tmp_path):
-    """The demo with a checkpoint whose IDM reads the sim camera's joint states, and one without."""
+    """The demo with a checkpoint whose IDM reads the sim camera's joint states, one without, and one
+    that draws and reads two camera views (the demo's simulator renders the checkpoint's cameras)."""
     out = tmp_path / "demo"
     result = subprocess.run([Path(sys.executable).parent / "vans-ros-demo", "--episodes", "2", "--max-steps", "20",
                              "--model", str(request.getfixturevalue(model)), "--out", str(out),
@@ -109,8 +122,9 @@ def test_demo_closed_loop_writes_report_and_gif(model, request, tmp_path):
     assert "UNTRAINED" in (out / "report.md").read_text()
     assert report["gif_frames"] >= 30  # one per camera frame (the GIF writer merges identical ones)
     from PIL import Image as PILImage
+    width = 128 if model == "tiny_two_camera_model" else 64  # the views side by side
     with PILImage.open(out / "camera_vs_foreseen.gif") as gif:
-        assert gif.size == (2 * (64 + 2 + 64), 128)
+        assert gif.size == (2 * (width + 2 + width), 128)
 
 
 def test_model_dir_resolution(tmp_path, monkeypatch):

@@ -69,7 +69,7 @@ def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out:
                            future_frames=sizes.get("future_frames", PlannerConfig.future_frames),
                            num_inference_steps=steps,
                            vdm_prediction=trained_prediction(vdm_folder) or "velocity",
-                           motion_gain=motion_gain)
+                           motion_gain=motion_gain, cameras=tuple(idm_model.config.cameras))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -78,7 +78,9 @@ def motion_scores(actions: np.ndarray, recorded: np.ndarray, mask: np.ndarray) -
 
 @torch.no_grad()
 def alignment_scores(aligner: VideoCaptionAligner, videos: np.ndarray, captions: list[str]) -> np.ndarray:
-    """Per-sample cosine of (N, K, S, S, 3) uint8 videos with their captions."""
+    """Per-sample cosine of (N, K, S, S * V, 3) uint8 videos with their captions. The aligner was trained
+    on the desk camera: of several views side by side it reads the first, the desk view."""
+    videos = videos[:, :, :, :videos.shape[2]]
     embeddings = sentence_embeddings(captions)
     scores = [aligner.score(to_model_frames(videos[i:i + 64]), embeddings[i:i + 64]) for i in range(0, len(videos), 64)]
     return torch.cat(scores).numpy()
@@ -207,6 +209,10 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, split: str = 
     aligner = VideoCaptionAligner.from_pretrained(aligner_folder).eval()
     config = planner.config
     dataset = NextEventData(data, split, config.context_frames, config.future_frames, anchor_every=4)
+    if tuple(dataset.cameras) != config.cameras:
+        raise ValueError(f"{data} shows the cameras {list(dataset.cameras)}, the planner in {model} plans from "
+                         f"{list(config.cameras)}: evaluate it on a recording made with --cameras "
+                         f"{','.join(config.cameras)}")
     indices = dataset.fixed_indices(samples, seed)
     steps = steps or config.num_inference_steps
 

@@ -369,7 +369,8 @@ class OracleCaptionPolicy(ShadowedPolicy):
         self.last_captions: list[str | None] = [None] * num_envs  # the caption of each environment's last plan
         # the context clip is the shadow's last frames: as PlannerPolicy, the first frame pads a young episode
         super().__init__(task, num_envs, seed, split, image_size, max_episode_steps,
-                         history=self.planner.config.context_frames, render_shadows=render_shadows)
+                         history=self.planner.config.context_frames, render_shadows=render_shadows,
+                         cameras=self.planner.config.cameras)
 
     def plan(self, need: list[int]) -> None:
         captions = None if self.vlm_captions else [self.current_info[i]["caption"] for i in need]

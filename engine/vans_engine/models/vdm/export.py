@@ -18,6 +18,7 @@ from diffusers import WanTransformer3DModel
 from torch import nn
 
 from vans_engine.models.vdm.configuration_vdm import CAPTION_LENGTH, IMAGE_SIZE, NUM_FRAMES
+from vans_engine.models.vdm.sampling import frame_size
 
 INPUT_NAMES = ["hidden_states", "timestep", "encoder_hidden_states"]
 OUTPUT_NAMES = ["velocity"]
@@ -37,12 +38,12 @@ class _Denoiser(nn.Module):
 
 
 def example_inputs(transformer: WanTransformer3DModel, batch_size: int = 1, num_frames: int = NUM_FRAMES,
-                   image_size: int = IMAGE_SIZE, caption_length: int = CAPTION_LENGTH,
+                   image_size: int | tuple[int, int] = IMAGE_SIZE, caption_length: int = CAPTION_LENGTH,
                    generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Random inputs of the exported graph's shapes, keyed by input name (for export and parity checks)."""
     config = transformer.config
     return {
-        "hidden_states": torch.randn(batch_size, config.in_channels, num_frames, image_size, image_size,
+        "hidden_states": torch.randn(batch_size, config.in_channels, num_frames, *frame_size(image_size),
                                      generator=generator),
         "timestep": torch.rand(batch_size, generator=generator) * 1000.0,
         "encoder_hidden_states": torch.randn(batch_size, caption_length, config.text_dim, generator=generator),
@@ -50,7 +51,7 @@ def example_inputs(transformer: WanTransformer3DModel, batch_size: int = 1, num_
 
 
 def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_size: int = 1,
-                    num_frames: int = NUM_FRAMES, image_size: int = IMAGE_SIZE,
+                    num_frames: int = NUM_FRAMES, image_size: int | tuple[int, int] = IMAGE_SIZE,
                     caption_length: int = CAPTION_LENGTH, dynamic_batch: bool = True) -> Path:
     """Export one denoiser forward to ONNX.
 
@@ -60,7 +61,8 @@ def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_
         batch_size (`int`, defaults to `1`): batch of the example inputs (the fixed batch when
             `dynamic_batch` is False).
         num_frames (`int`, defaults to `8`): K; fixed in the graph (RoPE tables are sliced by it).
-        image_size (`int`, defaults to `64`): frame height and width; fixed in the graph.
+        image_size (`int` or `(int, int)`, defaults to `64`): side of square frames, or their ``(height,
+            width)`` (camera views side by side); fixed in the graph.
         caption_length (`int`, defaults to `32`): caption tokens; fixed in the graph.
         dynamic_batch (`bool`, defaults to `True`): make the batch axis symbolic, so one file serves
             any number of sampled futures.

@@ -106,7 +106,9 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> dict:
         sim = SimCameraNode(
             parameter_overrides=[Parameter("task", value=args.task), Parameter("seed", value=args.seed),
                                  Parameter("episodes", value=args.episodes),
-                                 Parameter("max_episode_steps", value=args.max_steps)],
+                                 Parameter("max_episode_steps", value=args.max_steps),
+                                 # the simulator renders the views the planner draws and reads
+                                 Parameter("cameras", value=",".join(planner.planner.config.cameras))],
             cli_args=["--ros-args", "-r", f"action_plan:={planner.get_fully_qualified_name()}/action_plan"])
         recorder = Recorder(f"{planner.get_fully_qualified_name()}/foreseen/image")
         executor = SingleThreadedExecutor()

@@ -1,7 +1,7 @@
 """Camera messages -> RGB uint8 frames at the planner's size, and the context buffer they fill.
 
 Decoding is the node's first stage and has no ROS state: ``decode_image`` and
-``decode_compressed`` take a ``sensor_msgs`` message and return an ``(S, S, 3)`` uint8 array, or
+``decode_compressed`` take a ``sensor_msgs`` message and return an ``(H, W, 3)`` uint8 array, or
 raise :class:`FrameError` whose ``kind`` names what was wrong (the node counts errors by kind in its
 diagnostics). Every check runs on the header fields before the pixel data is touched, so that a
 malformed or oversized message costs next to nothing.
@@ -45,18 +45,21 @@ def _check_size(width: int, height: int, max_pixels: int) -> None:
                                       f"{max_pixels} (max_image_pixels); downscale it upstream")
 
 
-def resize_rgb(rgb: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize an ``(H, W, 3)`` uint8 image to ``(image_size, image_size, 3)``, squashing non-square ones
-    (the simulator's camera, and the training data, are square)."""
-    if rgb.shape[:2] == (image_size, image_size):
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 image to ``size = (height, width)``, squashing other aspect ratios
+    (the planner's frames are its camera views, square, side by side; so are the simulator's and the
+    training data's)."""
+    height, width = size
+    if rgb.shape[:2] == (height, width):
         return np.ascontiguousarray(rgb)
-    resample = PILImage.Resampling.BILINEAR if min(rgb.shape[:2]) < image_size else PILImage.Resampling.BOX
-    return np.asarray(PILImage.fromarray(rgb).resize((image_size, image_size), resample))
+    upscaling = rgb.shape[0] < height or rgb.shape[1] < width
+    resample = PILImage.Resampling.BILINEAR if upscaling else PILImage.Resampling.BOX
+    return np.asarray(PILImage.fromarray(rgb).resize((width, height), resample))
 
 
-def decode_image(msg, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
-    """``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8 -> ``(image_size, image_size, 3)`` uint8 RGB,
-    and the message's ``(height, width)``."""
+def decode_image(msg, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8 -> ``(*size, 3)`` uint8 RGB (``size`` is
+    ``(height, width)``), and the message's ``(height, width)``."""
     if msg.encoding not in ENCODINGS:
         raise FrameError("encoding", f"unsupported encoding {msg.encoding!r}; expected one of {sorted(ENCODINGS)}")
     channels, rgb_index = ENCODINGS[msg.encoding]
@@ -71,12 +74,12 @@ def decode_image(msg, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)
     pixels = rows[:, :width * channels].reshape(height, width, channels)
     rgb = np.repeat(pixels, 3, axis=2) if rgb_index is None else pixels[:, :, list(rgb_index)]
-    return resize_rgb(rgb, image_size), (height, width)
+    return resize_rgb(rgb, size), (height, width)
 
 
-def decode_compressed(msg, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
-    """``sensor_msgs/CompressedImage`` (jpeg or png) -> ``(image_size, image_size, 3)`` uint8 RGB, and the
-    picture's ``(height, width)``.
+def decode_compressed(msg, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """``sensor_msgs/CompressedImage`` (jpeg or png) -> ``(*size, 3)`` uint8 RGB (``size`` is ``(height,
+    width)``), and the picture's ``(height, width)``.
 
     ``format`` is ``"jpeg"``, ``"png"``, or image_transport's ``"rgb8; jpeg compressed bgr8"``, whose
     compression is the first word after the semicolon. Depth images (``compressedDepth``) are refused.
@@ -95,7 +98,7 @@ def decode_compressed(msg, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS
         raise
     except (OSError, ValueError, SyntaxError, PILImage.DecompressionBombError) as e:
         raise FrameError("corrupt", f"cannot decode {fmt} data ({type(e).__name__}: {e})") from e
-    return resize_rgb(rgb, image_size), rgb.shape[:2]
+    return resize_rgb(rgb, size), rgb.shape[:2]
 
 
 class ContextBuffer:

@@ -104,7 +104,7 @@ class PlannerNode(Node):
         self.params = p = declare_and_check(self, PARAMETERS)
         self.planner = self._load_planner(p)
         config = self.planner.config
-        self.image_size, self.period_s = config.image_size, config.control_period_s
+        self.frame_size, self.period_s = config.frame_size, config.control_period_s
         self.steps = p["num_denoise_steps"] or None
         self.max_step_m, self.max_pixels = p["max_step_m"], p["max_image_pixels"]
         self.instruction = p["instruction"].strip()
@@ -151,7 +151,8 @@ class PlannerNode(Node):
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"planning with {self.model_dir} ({'trained' if self.planner.trained else 'UNTRAINED'}) on "
-            f"{p['backend']}/{p['device']}: {config.context_frames} frames of {self.image_size}px -> "
+            f"{p['backend']}/{p['device']}: {config.context_frames} frames of "
+            f"{self.frame_size[0]}x{self.frame_size[1]}px (cameras {', '.join(config.cameras)}) -> "
             f"{config.future_frames} foreseen frames "
             + (f"every {p['plan_period_s']} s" if p["plan_period_s"] else "on every new frame")
             + (f"; Foxglove live view on port {self.view.port}" if self.view and self.view.port else "")
@@ -188,7 +189,7 @@ class PlannerNode(Node):
     def _take_frame(self, msg, decode, topic: str) -> None:
         received = time.perf_counter()
         try:
-            rgb, source_shape = decode(msg, self.image_size, self.max_pixels)
+            rgb, source_shape = decode(msg, self.frame_size, self.max_pixels)
         except frame_codec.FrameError as e:
             self.frames_rejected += 1
             self.health.report(e.kind, f"{topic}: frame rejected: {e}")

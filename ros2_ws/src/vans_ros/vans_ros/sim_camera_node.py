@@ -41,7 +41,10 @@ SIM_JOINTS = ("ee_x", "ee_y", "ee_z", "gripper")
 PARAMETERS = [
     ParameterSpec("task", "push_red", "vans_sim task (vans-sim tasks lists them)", check=bool, rule="a task name"),
     ParameterSpec("split", "heldout", "initial-state split", choices=("train", "heldout")),
-    ParameterSpec("image_size", 64, "side of the rendered camera image", choices=(64, 128, 256)),
+    ParameterSpec("image_size", 64, "side of each rendered camera view", choices=(64, 128, 256)),
+    ParameterSpec("cameras", "desk", "camera views in each image, side by side, comma-separated: 'desk', or "
+                  "'desk,side' for a planner whose VDM and IDM draw and read both (as vans-sim --cameras)",
+                  check=lambda v: bool(v.strip()), rule="comma-separated camera names"),
     ParameterSpec("shadows", False, "the sun casts shadows onto the desk; as the planner's training data had it"),
     ParameterSpec("step_rate_hz", 20.0, "simulator steps (and frames) per wall-clock second; 20 = real time",
                   check=lambda v: 0 < v <= 1000, rule="in (0, 1000]"),
@@ -65,7 +68,7 @@ class SimCameraNode(Node):
     def __init__(self, **kwargs):
         super().__init__("sim_camera", **kwargs)
         import vans_sim  # noqa: F401  (registers vans_sim/RoboDesk-v0)
-        from vans_sim.scene import CONTROL_PERIOD
+        from vans_sim.scene import CONTROL_PERIOD, check_cameras
         from vans_sim.env import proprioception
         from vans_sim.tasks import get_task
 
@@ -74,10 +77,15 @@ class SimCameraNode(Node):
             self.task = get_task(p["task"])
         except (KeyError, ValueError) as e:
             raise ParameterError(f"parameter 'task': {e}") from e
+        try:
+            self.cameras = check_cameras(name.strip() for name in p["cameras"].split(","))
+        except ValueError as e:
+            raise ParameterError(f"parameter 'cameras': {e}") from e
         self.period_s = CONTROL_PERIOD
         self.proprioception = proprioception
         self.env = gym.make("vans_sim/RoboDesk-v0", task=p["task"], image_size=p["image_size"], split=p["split"],
-                            shadows=p["shadows"], max_episode_steps=p["max_episode_steps"] or None)
+                            shadows=p["shadows"], cameras=self.cameras,
+                            max_episode_steps=p["max_episode_steps"] or None)
         self._lock = threading.Lock()  # the queued actions and the newest cmd
         self._queued = np.zeros((0, 4), np.float32)
         self._cmd: tuple[float, TwistStamped] | None = None
@@ -100,7 +108,7 @@ class SimCameraNode(Node):
         self._started = False
         self.create_timer(1.0 / p["step_rate_hz"], self._step)
         self.get_logger().info(f"task {self.task.name!r} ({self.task.instruction!r}), {p['split']} split, "
-                               f"{p['image_size']}px at {p['step_rate_hz']} Hz")
+                               f"{p['image_size']}px views of {', '.join(self.cameras)} at {p['step_rate_hz']} Hz")
 
     def _on_plan(self, msg: MultiDOFJointTrajectory) -> None:
         try:
