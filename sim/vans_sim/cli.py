@@ -51,7 +51,8 @@ CAMERAS_HELP = ("comma-separated views in the image, side by side: desk (in fron
                 "(at the desk's left end, which shows the desk camera's depth axis); default desk")
 
 
-def _camera_list(text: str) -> tuple[str, ...]:
+def camera_list(text: str) -> tuple[str, ...]:
+    """``--cameras desk,side`` -> ``("desk", "side")`` (checked where the scene is built)."""
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", choices=SPLITS, help="initial-state randomization split")
     p.add_argument("--shadows", action="store_true",
                    help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost)")
-    p.add_argument("--cameras", type=_camera_list, default=("desk",), help=CAMERAS_HELP)
+    p.add_argument("--cameras", type=camera_list, default=("desk",), help=CAMERAS_HELP)
     p.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     p.add_argument("--out", required=True, help="output folder; the dataset is OUT/demo.hdf5")
     p.add_argument("--workers", type=int, default=1, help="parallel recording processes")
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadows", action="store_true",
                    help="the sun casts shadows onto the desk (a depth cue; 2 to 2.5x the render cost); "
                    "score a model with the setting of its training data")
-    p.add_argument("--cameras", type=_camera_list, default=("desk",),
+    p.add_argument("--cameras", type=camera_list, default=("desk",),
                    help=CAMERAS_HELP + "; score a model with the cameras of its training data")
     p.add_argument("--num-envs", type=int, default=8, help="environments stepped together")
     p.add_argument("--vector", default="async", choices=("async", "sync"),

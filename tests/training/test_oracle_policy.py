@@ -314,3 +314,10 @@ def test_closed_loop_table_expert_beats_random(tmp_path):
     mtime = (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns
     assert closed_loop.run(args) == 0
     assert (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns == mtime
+    # other cameras are other settings: the expert is scored again, on both views
+    args = parser.parse_args(["--tasks", TASK, "--episodes", "2", "--splits", "heldout", "--num-envs", "2",
+                              "--vector", "sync", "--no-random", "--cameras", "desk,side", "--out", str(tmp_path)])
+    assert closed_loop.run(args) == 0
+    assert (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns != mtime
+    settings = json.loads((tmp_path / "expert-heldout" / closed_loop.SETTINGS_FILE).read_text())
+    assert settings["cameras"] == ["desk", "side"]

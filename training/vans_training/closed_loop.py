@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from vans_sim.cli import CAMERAS_HELP, camera_list
 from vans_sim.env import IMAGE_SIZES
 from vans_sim.randomization import SPLITS
 from vans_sim.report import wilson_interval
@@ -78,6 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--num-envs", type=int, default=4, help="environments stepped together")
     g.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     g.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="camera image side in pixels")
+    g.add_argument("--cameras", type=camera_list, default=("desk",),
+                   help=CAMERAS_HELP + "; a planner's or an IDM's own (its model_index.json or config.json)")
     g.add_argument("--vector", default="async", choices=("async", "sync"), help="vector environment kind")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -128,7 +131,8 @@ def score_run(run: Run, split: str, args: argparse.Namespace, tasks: list[str], 
     if run.per_split_options:
         options.update(split=split, image_size=args.image_size)
     config = ScoreConfig(policy=run.policy, tasks=tasks, episodes=args.episodes, split=split,
-                         seed_start=args.seed_start, image_size=args.image_size, num_envs=args.num_envs,
+                         seed_start=args.seed_start, image_size=args.image_size, cameras=args.cameras,
+                         num_envs=args.num_envs,
                          vector=args.vector, video=run.video, policy_options=options)
     # as its JSON file reads back (tuples such as the cameras become lists)
     settings = json.loads(json.dumps({k: v for k, v in asdict(config).items() if k != "vector"}))
