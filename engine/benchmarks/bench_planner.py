@@ -5,7 +5,9 @@
 
 Times a planner of the default architecture (the one the shipped model trains) with random weights:
 latency does not depend on the weights, and every caption is decoded to the same 16 tokens. With
-``--model DIR`` it times that checkpoint instead. Writes one JSON with every run and prints the ratios.
+``--model DIR`` it times that checkpoint instead. On the CPU it also times the same architecture
+planning from two camera views side by side (64x128 frames: the VDM draws twice the tokens, the IDM
+reads both views), against one. Writes one JSON with every run and prints the ratios.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 from vans_engine.bench import run_bench
+from vans_engine.planner import PlannerConfig
 from vans_engine.testing import tiny_checkpoint
 
 
@@ -53,6 +56,15 @@ def main() -> None:
             ratios = {"onnxruntime_speedup_over_torch_eager_plan_p50": ratio,
                       "onnxruntime_speedup_over_torch_eager_vdm_p50":
                           runs["torch_eager"]["stage_ms"]["vdm"]["p50"] / runs["onnxruntime"]["stage_ms"]["vdm"]["p50"]}
+            if not args.model:
+                two = tiny_checkpoint(Path(tmp) / "two_cameras", size="default",
+                                      config=PlannerConfig(cameras=("desk", "side")))
+                runs["onnxruntime_two_cameras"] = run_bench(str(two), "onnxruntime", "cpu", args.steps, args.repeats,
+                                                            (1, 16))
+                one, both = runs["onnxruntime"], runs["onnxruntime_two_cameras"]
+                ratios["two_cameras_cost_over_one_plan_p50"] = both["plan_ms"]["p50"] / one["plan_ms"]["p50"]
+                ratios["two_cameras_cost_over_one_vdm_p50"] = both["stage_ms"]["vdm"]["p50"] / one["stage_ms"]["vdm"]["p50"]
+                ratios["two_cameras_cost_over_one_idm_p50"] = both["stage_ms"]["idm"]["p50"] / one["stage_ms"]["idm"]["p50"]
         else:
             runs = {
                 "torch_bf16_cuda_graphs": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64)),
