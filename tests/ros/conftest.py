@@ -79,9 +79,13 @@ class Spinner:
                 task = self.executor.create_task(node.close)
                 wait_for(task.done, what=f"{node.get_name()} to close")
                 task.result()
+        # The spin thread stops before any node is destroyed: a callback it already took would
+        # otherwise publish on a destroyed handle.
+        self.executor.shutdown(timeout_sec=5)
+        self._thread.join(timeout=5)
+        for node in reversed(self.nodes):
             self.executor.remove_node(node)
             node.destroy_node()
-        self.executor.shutdown(timeout_sec=5)
 
 
 def wait_for(condition, timeout=30.0, what="condition"):

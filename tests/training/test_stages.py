@@ -417,14 +417,16 @@ def test_vdm_augmentation_moves_context_and_future_alike():
 
     from vans_training.stages.vdm import VDMStage
 
-    context = torch.rand(3, 4, 3, 64, 64) * 2 - 1
-    clean = context[:, -1:].transpose(1, 2).repeat(1, 1, 8, 1, 1)  # a future that holds the current frame
-    stage = SimpleNamespace(config=VDMTrainConfig(random_shift=4, photometric_jitter=0.2))
-    moved_context, moved_clean = VDMStage.augment(stage, context, clean, torch.Generator().manual_seed(0))
-    assert moved_context.shape == context.shape and moved_clean.shape == clean.shape
-    assert not torch.allclose(moved_context, context)
-    for k in range(8):  # still the current frame held, whatever the draw did to it
-        torch.testing.assert_close(moved_clean[:, :, k], moved_context[:, -1])
+    config = VDMTrainConfig(random_shift=4, photometric_jitter=0.2)
+    for cameras in (("desk",), ("desk", "side")):  # two views lie side by side, each shifted on its own
+        context = torch.rand(3, 4, 3, 64, 64 * len(cameras)) * 2 - 1
+        clean = context[:, -1:].transpose(1, 2).repeat(1, 1, 8, 1, 1)  # a future that holds the current frame
+        stage = SimpleNamespace(config=config, train_data=SimpleNamespace(cameras=cameras))
+        moved_context, moved_clean = VDMStage.augment(stage, context, clean, torch.Generator().manual_seed(0))
+        assert moved_context.shape == context.shape and moved_clean.shape == clean.shape
+        assert not torch.allclose(moved_context, context)
+        for k in range(8):  # still the current frame held, whatever the draw did to it
+            torch.testing.assert_close(moved_clean[:, :, k], moved_context[:, -1])
     with pytest.raises(ValueError, match="random_shift must be >= 0"):
         VDMTrainConfig(random_shift=-1)
 

@@ -182,6 +182,7 @@ class SimCameraNode(Node):
             self._reset()
 
     def close(self) -> None:
+        self.done = True  # a timer tick already queued must not step or render a closed simulator
         self.env.close()
 
 
