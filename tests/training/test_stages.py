@@ -163,6 +163,22 @@ def test_idm_reads_the_cameras_of_its_recording(trained, tmp_path):
     with pytest.raises(ValueError, match="may only add views after them"):
         build_idm(dataclasses.replace(config, idm={"cameras": ["side", "desk"]}), np.zeros((1, 4)), ("side", "desk"))
 
+    # a VDM draws both views through that IDM, and its evaluations say what each drawn view costs
+    config = VDMTrainConfig(data=str(data), output_dir=str(tmp_path / "vdm"),
+                            **{**COMMON, "max_steps": 2, "eval_freq": 2, "save_freq": 2, "eval_steps": 1,
+                               "vdm": TINY_VDM, "action_model": str(out), "action_weight": 1.0})
+    stage = get_stage("vdm")(config, torch.device("cpu"))
+    batch = stage.valid_data.batch(stage.valid_data.fixed_indices(4))
+    desk_held = batch.future.copy()  # the desk view drawn as a still frame, the side view as recorded
+    desk_held[..., :64, :] = batch.context[:, -1:, :, :64]
+    scores = stage.action_scores(batch, desk_held)
+    assert scores["action_mse_drawn_desk"] == scores["action_mse"] != scores["action_mse_recorded"]
+    assert scores["action_mse_drawn_side"] == scores["action_mse_recorded"]
+    train(get_stage("vdm"), config, progress=False)
+    last = read_log(tmp_path / "vdm", "eval")[-1]
+    assert {"psnr_desk", "psnr_side", "action_mse_drawn_desk", "action_mse_drawn_side"} <= set(last)
+    assert all(np.isfinite(last[key]) for key in ("psnr_desk", "psnr_side", "action_mse_drawn_side"))
+
 
 def test_idm_regression_head_splits_into_a_mixture(trained, dataset, tmp_path):
     """init_from plus idm.chunk_modes: every mode starts at the regression head's chunk, a little apart;

@@ -300,9 +300,18 @@ class VDMStage(Stage):
         still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
         scores = {"val_loss": self.validation_loss(model, batch), "psnr": psnr(video, batch.future),
                   "psnr_copy_current_frame": psnr(still, batch.future)}
+        cameras = self.valid_data.cameras
+        if len(cameras) > 1:  # which view the model draws worse
+            for name, view in zip(cameras, self.view_slices(video.shape[3], len(cameras))):
+                scores[f"psnr_{name}"] = psnr(video[..., view, :], batch.future[..., view, :])
         if self.action_idm is not None:
             scores.update(self.action_scores(batch, video))
         return scores
+
+    @staticmethod
+    def view_slices(width: int, views: int) -> list[slice]:
+        """Column slices of the ``views`` camera views that lie side by side in a frame ``width`` wide."""
+        return [slice(i * width // views, (i + 1) * width // views) for i in range(views)]
 
     def action_scores(self, batch: NextEventBatch, video: np.ndarray) -> dict[str, float]:
         """How well the action model reads the recorded actions from sampled videos (B, K, S, S, 3),
@@ -318,8 +327,16 @@ class VDMStage(Stage):
             return float(action_chunk_error(self.action_idm, current, video_tensor, actions, mask, state))
 
         still = np.repeat(batch.context[:, -1:], self.config.future_frames, axis=1)
-        return {"action_mse": error(video), "action_mse_recorded": error(batch.future),
-                "action_mse_still": error(still)}
+        scores = {"action_mse": error(video), "action_mse_recorded": error(batch.future),
+                  "action_mse_still": error(still)}
+        cameras = self.valid_data.cameras
+        if len(cameras) > 1:
+            # One view drawn, the others recorded: how much of the action error each drawn view carries.
+            for name, view in zip(cameras, self.view_slices(video.shape[3], len(cameras))):
+                one_drawn = batch.future.copy()
+                one_drawn[..., view, :] = video[..., view, :]
+                scores[f"action_mse_drawn_{name}"] = error(one_drawn)
+        return scores
 
     # -- checkpoints -------------------------------------------------------------------------------------
 
