@@ -40,6 +40,46 @@ def test_learns_a_transition_rule():
     assert info["loss"] < 0.3 * first
 
 
+@pytest.mark.parametrize("options", [{}, {"chunk_state": True, "chunk_modes": 2, "cameras": ("desk", "side")}],
+                         ids=["regression", "state-mixture-two-views"])
+def test_loss_is_each_heads_error_on_its_own_predictions(options):
+    """The loss encodes each transition once for both heads: its terms must be what the heads predict
+    when called alone, and its gradient that of the two heads' errors summed."""
+    torch.manual_seed(0)
+    model = InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64, **options)
+    if "chunk_state" in options:
+        torch.nn.init.normal_(model.chunk_state_proj.weight, std=0.5)
+    b, n, (h, w) = 3, 4, model.frame_shape
+    frames = torch.rand(b, n + 1, 3, h, w) * 2 - 1
+    actions, state = torch.rand(b, n, 4) * 2 - 1, torch.rand(b, n, 4)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[0, -1] = False
+    loss, info = model.compute_loss({FRAMES: frames, ACTIONS: actions, ACTION_MASK: mask, STATE: state})
+    pair = model.predict_action(frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1), state.flatten(0, 1))
+    chunk = model.predict_action_chunk(frames, state[:, 0])
+    assert info["pair_mse"] == pytest.approx(((pair.view(b, n, 4) - actions) ** 2)[mask].mean().item(), rel=1e-5)
+    assert info["chunk_mse"] == pytest.approx(((chunk - actions) ** 2)[mask].mean().item(), rel=1e-5)
+
+    grads = torch.autograd.grad(loss, list(model.encoder.parameters()))
+    if "chunk_modes" in options:  # the mixture's likelihood term, recomputed from its own heads
+        logits, means, log_std = model.chunk_mixture(frames, state[:, 0])
+        z = (actions[:, :, None] - means) / log_std.exp()
+        per_mode = ((-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi)) * mask[:, :, None, None]).sum(dim=(1, 3))
+        chunk_term = -torch.logsumexp(torch.log_softmax(logits, dim=1) + per_mode, dim=1).sum() / (mask.sum() * 4)
+    else:
+        chunk_term = ((chunk - actions) ** 2)[mask].mean()
+    separate = chunk_term + ((pair.view(b, n, 4) - actions) ** 2)[mask].mean()
+    assert loss.item() == pytest.approx(separate.item(), rel=1e-5)
+    for got, want in zip(grads, torch.autograd.grad(separate, list(model.encoder.parameters()))):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_loss_needs_one_more_frame_than_actions(model):
+    batch = {FRAMES: torch.zeros(2, 5, 3, 64, 64), ACTIONS: torch.zeros(2, 3, 4)}
+    with pytest.raises(ValueError, match="3 actions need 4 frames, got 5"):
+        model.compute_loss(batch)
+
+
 def test_save_and_load_round_trip(model, tmp_path):
     model.save_pretrained(tmp_path / "idm")
     loaded = InverseDynamicsModel.from_pretrained(tmp_path / "idm").eval()

@@ -136,7 +136,17 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
 
     def predict_action(self, before: torch.Tensor, after: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 3, H, W) frame pairs, optional (B, state_dim) proprioception -> (B, action_dim)."""
-        feature = self.encoder(before, after)
+        return self._pair_actions(self.encoder(before, after), state)
+
+    def _encode_transitions(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, N + 1, 3, H, W) frames -> (B, N, hidden_dim), the pair encoder on each consecutive pair."""
+        b, n1 = frames.shape[:2]
+        before = frames[:, :-1].reshape(b * (n1 - 1), *frames.shape[2:])
+        after = frames[:, 1:].reshape(b * (n1 - 1), *frames.shape[2:])
+        return self.encoder(before, after).view(b, n1 - 1, -1)
+
+    def _pair_actions(self, feature: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        """The pair head on (M, hidden_dim) transition features and optional (M, state_dim) proprioception."""
         if state is None:
             extra = feature.new_zeros(feature.shape[0], self.config.state_dim + 1)
         else:
@@ -159,10 +169,12 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         (logits and log standard deviations are ``None`` for the regression head, whose one mode is
         its chunk)."""
         self._check_frames(frames, 2)
-        b, n1 = frames.shape[:2]
-        before = frames[:, :-1].reshape(b * (n1 - 1), *frames.shape[2:])
-        after = frames[:, 1:].reshape(b * (n1 - 1), *frames.shape[2:])
-        features = self.encoder(before, after).view(b, n1 - 1, -1)
+        return self._chunk_mixture(self._encode_transitions(frames), state)
+
+    def _chunk_mixture(self, features: torch.Tensor, state: torch.Tensor | None
+                       ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """:meth:`chunk_mixture` on (B, N, hidden_dim) transition features."""
+        b, n = features.shape[:2]
         if self.reads_state:
             if state is None:
                 raise ValueError("this IDM's chunk head reads proprioception (chunk_state): pass the current "
@@ -172,11 +184,11 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
             features = features + self.chunk_state_proj(self._normalized_state(state, features.dtype))[:, None]
         mixed = features + self.chunk_mixer(features.transpose(1, 2)).transpose(1, 2)
         modes, actions = self.config.chunk_modes, self.config.action_dim
-        means = torch.tanh(self.chunk_head(mixed)).view(b, n1 - 1, modes, actions)
+        means = torch.tanh(self.chunk_head(mixed)).view(b, n, modes, actions)
         if modes == 1:
             return None, means, None
         activated = F.silu(mixed)
-        log_std = self.chunk_log_std(activated).view(b, n1 - 1, modes, actions).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        log_std = self.chunk_log_std(activated).view(b, n, modes, actions).clamp(LOG_STD_MIN, LOG_STD_MAX)
         return self.chunk_mode_logits(activated.mean(dim=1)), means, log_std
 
     def forward(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,10 +212,13 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
         state = batch.get(STATE)
         if self.reads_state and state is None:
             raise ValueError(f"this IDM's chunk head reads proprioception: the batch needs {STATE!r}")
-        logits, means, log_std = self.chunk_mixture(frames, None if state is None else state[:, 0])
-        pair = self.predict_action(
-            frames[:, :-1].reshape(b * n, *frames.shape[2:]), frames[:, 1:].reshape(b * n, *frames.shape[2:]),
-            None if state is None else state.reshape(b * n, -1)).view(b, n, -1)
+        if frames.shape[1] != n + 1:
+            raise ValueError(f"{n} actions need {n + 1} frames, got {frames.shape[1]}")
+        # Both heads read the same transitions: encode them once (the encoder is most of the cost).
+        features = self._encode_transitions(frames)
+        logits, means, log_std = self._chunk_mixture(features, None if state is None else state[:, 0])
+        pair = self._pair_actions(features.reshape(b * n, -1),
+                                  None if state is None else state.reshape(b * n, -1)).view(b, n, -1)
         elements = mask.sum().clamp(min=1) * actions.shape[-1]
         weight = mask.unsqueeze(-1) / elements
         pair_loss = ((pair - actions) ** 2 * weight).sum()
