@@ -33,6 +33,7 @@ import numpy as np
 OBS_KEYS = ("image", "ee_pos", "gripper", "object_state")
 LOW_DIM_KEYS = ("ee_pos", "gripper", "object_state")
 DATASET_FILE = "demo.hdf5"
+RECORD_ARGS = "record_args.json"  # the settings of the vans-sim record run that made the folder
 
 
 class DatasetError(ValueError):

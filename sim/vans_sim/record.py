@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vans_sim import __version__, scene
-from vans_sim.dataset import DATASET_FILE, LOW_DIM_KEYS, DatasetError, open_hdf5, write_episode
+from vans_sim.dataset import DATASET_FILE, LOW_DIM_KEYS, RECORD_ARGS, DatasetError, open_hdf5, write_episode
 from vans_sim.env import RoboDeskEnv
 from vans_sim.policies import ExpertPolicy
 from vans_sim.tasks import get_task
@@ -135,7 +135,7 @@ def _record_shard(job: tuple[RecordConfig, str, int, list[tuple[int, str, int, b
 
 
 def _check_resume(out: Path, config: RecordConfig) -> None:
-    args_file = out / "record_args.json"
+    args_file = out / RECORD_ARGS
     wanted = asdict(config)
     wanted["tasks"] = list(wanted["tasks"])
     wanted["cameras"] = list(wanted["cameras"])

@@ -199,3 +199,27 @@ def test_compare_tables_rows_against_the_first_and_refuses_different_data(tmp_pa
     (tmp_path / "c" / "eval.json").write_text(json.dumps({**result, "samples": 16}))
     with pytest.raises(ValueError, match="samples"):
         compare([f"SFT={tmp_path / 'a'}", f"other={tmp_path / 'c'}"], tmp_path / "x")
+
+
+def test_compare_pairs_recordings_of_the_same_episodes_with_other_cameras(tmp_path):
+    """A one-camera and a two-camera recording of the same episodes are the same data; a recording of
+    other seeds, or one whose settings cannot be read, is not."""
+    from vans_sim.dataset import RECORD_ARGS
+    from vans_training.compare import COLUMNS, compare
+
+    settings = {"tasks": ["push_red"], "episodes": 4, "split": "heldout", "seed_start": 100000, "cameras": ["desk"]}
+    recordings = {"desk": settings, "desk-side": {**settings, "cameras": ["desk", "side"]},
+                  "other-seeds": {**settings, "cameras": ["desk", "side"], "seed_start": 0}}
+    for name, args in recordings.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / RECORD_ARGS).write_text(json.dumps(args))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps(
+            {**{column: 0.5 for column in COLUMNS}, "data": str(tmp_path / "data" / name), "split": "all", "samples": 8}))
+    table = compare([f"desk={tmp_path / 'desk'}", f"two views={tmp_path / 'desk-side'}"], tmp_path / "t").read_text()
+    assert f"the same episodes recorded with other cameras: `{tmp_path / 'data' / 'desk-side'}`" in table
+    with pytest.raises(ValueError, match="different data"):
+        compare([f"desk={tmp_path / 'desk'}", f"other={tmp_path / 'other-seeds'}"], tmp_path / "x")
+    (tmp_path / "data" / "desk-side" / RECORD_ARGS).unlink()
+    with pytest.raises(ValueError, match="different data"):
+        compare([f"desk={tmp_path / 'desk'}", f"two views={tmp_path / 'desk-side'}"], tmp_path / "x")

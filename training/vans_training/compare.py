@@ -6,6 +6,9 @@
 Each ``--run NAME=DIR`` names a ``vans-train eval`` output (its ``eval.json``). Writes ``OUT.md`` (the
 table, every metric, with each row's change from the first) and ``OUT.png`` (one panel per metric).
 Rows must have been evaluated on the same data, split, samples and seed: the table refuses otherwise.
+Two recordings of the same episodes that differ only in their cameras (``vans-sim record --cameras``)
+count as the same data: the samples are the same moments of the same episodes, so a one-camera and a
+two-camera planner pair up sample by sample.
 When every run also has its per-sample scores (``samples.jsonl``), a second table gives each row's
 change from the first with a 95% paired bootstrap interval: the samples are the same, so the
 difference is resolved far more finely than the two rows' own spreads suggest.
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from vans_sim.compare import load_named_runs, named_run
+from vans_sim.dataset import RECORD_ARGS
 
 from vans_training.evaluate import METRICS, SAMPLES_FILE, SIM_METRICS
 
@@ -27,12 +31,25 @@ PAIRED = ("rouge_l", "event_correct", "psnr", "ssim", "alignment", "plan_event_r
 BOOTSTRAP_RESAMPLES = 2000
 
 
+def recorded_episodes(data: str) -> dict | None:
+    """What a ``vans-sim record`` folder recorded, its cameras left out; None where it is not readable
+    (a folder moved or deleted since the evaluation)."""
+    args = Path(data) / RECORD_ARGS
+    if not args.is_file():
+        return None
+    return {key: value for key, value in json.loads(args.read_text()).items() if key != "cameras"}
+
+
 def load_runs(runs: list[str]) -> dict[str, dict]:
     """``["NAME=DIR", ...]`` -> {name: eval.json contents}, checked to be comparable."""
     results = load_named_runs(runs, "eval.json", "vans-train eval")
     first = next(iter(results.values()))
     for name, result in results.items():
         differing = [key for key in SAME if result.get(key) != first.get(key)]
+        if differing == ["data"]:
+            episodes = recorded_episodes(first["data"])
+            if episodes is not None and recorded_episodes(result["data"]) == episodes:
+                continue
         if differing:
             raise ValueError(f"{name} was evaluated with a different {', '.join(differing)} than the first row")
     return results
@@ -129,8 +146,11 @@ def compare(runs: list[str], out: str | Path) -> Path:
         table += ("\nPaired over the same samples: the mean change from the first row and its 95% bootstrap "
                   f"interval ({BOOTSTRAP_RESAMPLES} resamples; bold where it excludes 0; `event_correct` is "
                   f"the event accuracy).\n\n{paired_table(sample_scores)}")
+    others = sorted({result["data"] for result in results.values()} - {first["data"]})
+    recordings = f"`{first['data']}`" + (
+        f" (and the same episodes recorded with other cameras: {', '.join(f'`{d}`' for d in others)})" if others else "")
     out.with_suffix(".md").write_text(
-        f"# Next-event comparison\n\n{first['samples']} samples of `{first['data']}` (split {first['split']}); "
+        f"# Next-event comparison\n\n{first['samples']} samples of {recordings} (split {first['split']}); "
         f"in brackets, the change from the first row.\n\n{table}\n![comparison]({out.name}.png)\n")
     plot_comparison(results, out.with_suffix(".png"))
     print(table)
