@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from vans_sim.dataset import DatasetError, DemoDataset
+from vans_sim.dataset import RECORD_ARGS, DatasetError, DemoDataset
 from vans_sim.record import RecordConfig, _record_shard, record, rollout
 
 CONFIG = RecordConfig(tasks=("push_red", "open_drawer_then_push_red"), episodes=3, perturb_fraction=1 / 3,
@@ -66,7 +66,7 @@ def test_next_event_samples(dataset_dir):
 def test_resume_after_interruption(tmp_path):
     out = tmp_path / "rec"
     out.mkdir()
-    (out / "record_args.json").write_text(json.dumps({**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}))
+    (out / RECORD_ARGS).write_text(json.dumps({**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}))
     (out / "shards").mkdir()
     plan = CONFIG.episode_plan()
     _record_shard((CONFIG, str(out), 0, [(i, *plan[i]) for i in range(2)]))  # one shard done, then "killed"
@@ -108,7 +108,7 @@ def test_a_recording_from_before_a_setting_existed_resumes(tmp_path):
     out.mkdir()
     previous = {**CONFIG.__dict__, "tasks": list(CONFIG.tasks)}
     del previous["shadows"], previous["cameras"]  # record_args.json as written before these were settings
-    (out / "record_args.json").write_text(json.dumps(previous))
+    (out / RECORD_ARGS).write_text(json.dumps(previous))
     assert record(CONFIG, out, progress=False)["episodes"] == 6
     with pytest.raises(ValueError, match="other settings"):
         record(RecordConfig(**{**CONFIG.__dict__, "shadows": True}), out, progress=False)

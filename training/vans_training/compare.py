@@ -44,12 +44,11 @@ def load_runs(runs: list[str]) -> dict[str, dict]:
     """``["NAME=DIR", ...]`` -> {name: eval.json contents}, checked to be comparable."""
     results = load_named_runs(runs, "eval.json", "vans-train eval")
     first = next(iter(results.values()))
+    first_episodes = recorded_episodes(first["data"])
     for name, result in results.items():
         differing = [key for key in SAME if result.get(key) != first.get(key)]
-        if differing == ["data"]:
-            episodes = recorded_episodes(first["data"])
-            if episodes is not None and recorded_episodes(result["data"]) == episodes:
-                continue
+        if differing == ["data"] and first_episodes is not None and recorded_episodes(result["data"]) == first_episodes:
+            continue
         if differing:
             raise ValueError(f"{name} was evaluated with a different {', '.join(differing)} than the first row")
     return results
