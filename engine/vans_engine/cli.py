@@ -27,7 +27,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     planner = Planner.from_pretrained(args.model, backend=args.backend, device=args.device)
     if planner.needs_state and args.state is None:
-        raise ValueError(f"{args.model}: its IDM reads proprioception: give --state X Y Z GRIPPER (the tool point "
+        raise ValueError(f"{args.model} reads proprioception: give --state X Y Z GRIPPER (the tool point "
                          f"in metres and the gripper opening 0-1 at the clip's last frame)")
     clip = resize_frames(read_frames(args.video), planner.config.frame_size)
     t = planner.config.context_frames
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="makes captions and frames reproducible")
     p.add_argument("--state", type=float, nargs=4, metavar=("X", "Y", "Z", "GRIPPER"),
                    help="the robot's tool point (m) and gripper opening (0 closed - 1 open) at the clip's last "
-                        "frame; required by checkpoints whose IDM reads proprioception")
+                        "frame; required by checkpoints whose IDM or VLM reads proprioception")
     p.add_argument("--fps", type=float, default=8.0, help="frame rate of the answer video")
     p.set_defaults(func=cmd_predict)
 

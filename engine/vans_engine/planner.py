@@ -47,6 +47,7 @@ from vans_engine.models.vdm.parameterization import as_denoiser, check_predictio
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
 from vans_engine.models.vdm.text_encoder import CaptionEncoder
 from vans_engine.models.vlm import NextEventVLM
+from vans_engine.models.vlm.modeling_vlm import STATE_DIM
 
 MAX_INSTRUCTION_CHARS = 200
 
@@ -329,17 +330,23 @@ class Planner:
 
     @property
     def needs_state(self) -> bool:
-        """Whether plans need the robot's current proprioception (the IDM reads it)."""
-        return self.idm.reads_state
+        """Whether plans need the robot's current proprioception (the IDM or the VLM reads it)."""
+        return self.idm.reads_state or self.vlm.reads_state
+
+    @property
+    def state_dim(self) -> int:
+        """Length of the proprioception vector that :attr:`needs_state` asks for."""
+        return self.idm.config.state_dim if self.idm.reads_state else STATE_DIM
 
     def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray | None:
-        """Validate ``(B, state_dim)`` proprioception; None when the IDM does not read it."""
+        """Validate ``(B, state_dim)`` proprioception; None when no component reads it."""
         if not self.needs_state:
             return None
-        dim = self.idm.config.state_dim
+        dim = self.state_dim
         if states is None:
-            raise ValueError(f"this checkpoint's IDM reads proprioception: pass states of shape ({batch}, {dim}) "
-                             f"(tool point x, y, z and gripper opening)")
+            readers = " and ".join(name for name, model in (("IDM", self.idm), ("VLM", self.vlm)) if model.reads_state)
+            raise ValueError(f"this checkpoint reads proprioception (its {readers}): pass states of shape "
+                             f"({batch}, {dim}) (tool point x, y, z and gripper opening)")
         states = np.asarray(states, dtype=np.float32)
         if states.shape != (batch, dim):
             raise ValueError(f"states must have shape ({batch}, {dim}), got {states.shape}")
@@ -403,7 +410,7 @@ class Planner:
                 list(first_view), instructions, num_samples=num_samples, do_sample=num_samples > 1,
                 max_new_tokens=self.config.max_caption_tokens, min_new_tokens=self.min_caption_tokens, seed=seed,
                 # the graphed decoder is greedy: sampled captions go through generate()
-                cache_implementation=self.caption_cache if num_samples == 1 else None)
+                cache_implementation=self.caption_cache if num_samples == 1 else None, states=states)
             captions = [c for group in per_clip for c in group]
         timings["vlm"] = (time.perf_counter() - t0) * 1000
 

@@ -40,14 +40,15 @@ SIZES = {
 
 
 def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed: int = 0,
-                   idm_state: bool = False) -> Planner:
+                   idm_state: bool = False, vlm_state: bool = False) -> Planner:
     """A randomly initialised planner (torch backend, CPU) with components of the given ``size``;
-    with ``idm_state``, its IDM's chunk head reads proprioception (randomly weighted, so it matters)."""
+    with ``idm_state``, its IDM's chunk head reads proprioception (randomly weighted, so it matters),
+    with ``vlm_state``, its VLM's prompt states it."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     sizes, config = SIZES[size], config or PlannerConfig()
     torch.manual_seed(seed)
-    vlm = NextEventVLM.from_config(train_caption_tokenizer(TINY_CORPUS), **sizes["vlm"])
+    vlm = NextEventVLM.from_config(train_caption_tokenizer(TINY_CORPUS), reads_state=vlm_state, **sizes["vlm"])
     vdm = make_vdm(**sizes["vdm"])
     idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, cameras=config.cameras,
                                **sizes["idm"])
@@ -57,8 +58,8 @@ def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed
 
 
 def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0, size: str = "tiny",
-                    idm_state: bool = False) -> Path:
+                    idm_state: bool = False, vlm_state: bool = False) -> Path:
     """Write a complete, randomly initialised checkpoint to ``path``, marked untrained; returns the folder."""
     path = Path(path)
-    random_planner(size, config, seed, idm_state).save_pretrained(path, trained=False)
+    random_planner(size, config, seed, idm_state, vlm_state).save_pretrained(path, trained=False)
     return path

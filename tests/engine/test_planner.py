@@ -258,6 +258,29 @@ def test_proprioception_reaches_the_actions_on_both_backends(state_checkpoint):
         ort_planner.plan(clip(), INSTRUCTION, state=np.array([0, np.nan, 0, 0], np.float32))
 
 
+def test_a_vlm_that_reads_proprioception_makes_the_planner_need_it(tmp_path):
+    """The IDM reads no state here, the VLM does: the planner asks for the state and writes it into
+    the VLM's prompt (the VLM's own tests show that it changes the caption's logits)."""
+    planner = Planner.from_pretrained(tiny_checkpoint(tmp_path / "ckpt", vlm_state=True), backend="onnxruntime")
+    assert planner.needs_state and planner.state_dim == 4 and not planner.idm.reads_state
+    with pytest.raises(ValueError, match=r"reads proprioception \(its VLM\)"):
+        planner.plan(clip(), INSTRUCTION)
+    prompts, build_inputs = [], planner.vlm.build_inputs
+
+    def recording_build_inputs(*args, **kwargs):
+        inputs = build_inputs(*args, **kwargs)
+        prompts.extend(planner.vlm.tokenizer.decode(ids, skip_special_tokens=True) for ids in inputs["input_ids"])
+        return inputs
+
+    planner.vlm.build_inputs = recording_build_inputs
+    states = np.array([[0.55, -0.2, 0.3, 1.0], [0.7, 0.05, 0.12, 0.0]], np.float32)
+    plans = planner.plan_batch(np.stack([clip(0), clip(1)]), [INSTRUCTION] * 2, seed=0, states=states)
+    assert [p.caption for p in plans] == [c[0] for c in planner.vlm.generate_captions_batch(
+        [clip(0), clip(1)], [INSTRUCTION] * 2, max_new_tokens=planner.config.max_caption_tokens, states=states)]
+    assert prompts[0].endswith(f"{INSTRUCTION}\ntool at x 0.55 y -0.20 z 0.30, gripper 1.00\nassistant\n")
+    assert prompts[1].endswith(f"{INSTRUCTION}\ntool at x 0.70 y 0.05 z 0.12, gripper 0.00\nassistant\n")
+
+
 def test_a_planner_without_proprioception_ignores_a_state(ort_planner):
     assert not ort_planner.needs_state
     with_state = ort_planner.plan(clip(), INSTRUCTION, seed=0, state=np.array([0.1, 0.2, 0.5, 1.0], np.float32))

@@ -7,6 +7,7 @@ from transformers import PreTrainedTokenizerFast
 from vans_sim.tasks import TASKS
 
 from vans_engine.models.vlm import SPECIAL_TOKENS, NextEventVLM, train_caption_tokenizer, video_patches
+from vans_engine.models.vlm.modeling_vlm import state_text
 from vans_engine.models.vlm.video_patches import CLIP_MEAN, CLIP_STD
 
 PATCH, TEMPORAL, MERGE = 8, 2, 2
@@ -191,6 +192,51 @@ def test_save_and_load_give_the_same_greedy_caption(vlm, frames, tmp_path):
     inputs = vlm.build_inputs([frames], [INSTRUCTION])
     with torch.no_grad():
         assert torch.equal(loaded.model(**inputs).logits, vlm.model(**inputs).logits)
+
+
+def test_state_text_rounds_to_the_centimetre_without_negative_zero():
+    assert state_text(np.array([0.5249, -0.004, 0.18, 1.0], np.float32)) == "tool at x 0.52 y 0.00 z 0.18, gripper 1.00"
+    assert state_text(np.array([0.7, -0.456, 0.0, 0.031])) == "tool at x 0.70 y -0.46 z 0.00, gripper 0.03"
+
+
+def test_state_reading_vlm_states_the_proprioception_in_its_prompt(tokenizer, frames, tmp_path):
+    """The state line sits between the instruction and the end of the user turn, survives saving, and
+    a different state changes the caption's logits; a VLM without it ignores states."""
+    torch.manual_seed(0)
+    vlm = NextEventVLM.from_config(tokenizer, reads_state=True)
+    state = np.array([[0.52, -0.1, 0.18, 0.95]], np.float32)
+    inputs = vlm.build_inputs([frames], [INSTRUCTION], states=state)
+    text = vlm.tokenizer.decode(inputs["input_ids"][0])
+    assert text.endswith(f"<|vision_end|>{INSTRUCTION}\ntool at x 0.52 y -0.10 z 0.18, gripper 0.95<|im_end|>\n"
+                         "<|im_start|>assistant\n")
+    vlm.save_pretrained(tmp_path)
+    loaded = NextEventVLM.from_pretrained(tmp_path)
+    assert loaded.reads_state
+    closed = state.copy()
+    closed[0, 3] = 0.0
+    with torch.no_grad():
+        logits = loaded.model(**inputs).logits[0, -1]
+        assert torch.equal(logits, vlm.model(**inputs).logits[0, -1])
+        assert not torch.allclose(logits, vlm.model(**vlm.build_inputs([frames], [INSTRUCTION], states=closed)).logits[0, -1])
+    sample = dict(num_samples=2, do_sample=True, max_new_tokens=8, seed=0)
+    assert loaded.generate_captions(frames, INSTRUCTION, state=state[0], **sample) == \
+        vlm.generate_captions(frames, INSTRUCTION, state=state[0], **sample)
+
+    plain = NextEventVLM.from_config(tokenizer)
+    assert not plain.reads_state
+    assert torch.equal(plain.build_inputs([frames], [INSTRUCTION], states=state)["input_ids"],
+                       plain.build_inputs([frames], [INSTRUCTION])["input_ids"])
+
+
+@pytest.mark.parametrize("states, message", [
+    (None, r"reads proprioception: pass states of shape \(1, 4\)"),
+    (np.zeros((1, 3)), r"states must have shape \(1, 4\), got \(1, 3\)"),
+    (np.array([[0.5, 0.0, np.nan, 1.0]]), "NaN or infinite"),
+])
+def test_state_reading_vlm_names_missing_or_bad_states(tokenizer, frames, states, message):
+    vlm = NextEventVLM.from_config(tokenizer, reads_state=True)
+    with pytest.raises(ValueError, match=message):
+        vlm.generate_captions_batch([frames], [INSTRUCTION], max_new_tokens=4, states=states)
 
 
 def test_missing_checkpoint_file_is_named(tmp_path):

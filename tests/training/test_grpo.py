@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -111,8 +112,7 @@ def test_every_grpo_config_loads():
 # -- smoke runs ---------------------------------------------------------------------------------------
 
 def stage_config(stage: str, data: Path, out: Path, **fields):
-    return STAGE_CONFIGS[stage](data=str(data), output_dir=str(out), model=str(SFT_MODEL),
-                                **{**SMALL, **fields})
+    return STAGE_CONFIGS[stage](data=str(data), output_dir=str(out), **{"model": str(SFT_MODEL), **SMALL, **fields})
 
 
 @pytest.mark.parametrize("stage, sim", [("grpo-vlm", False), ("grpo-vdm", True), ("grpo-joint", False)])
@@ -140,6 +140,46 @@ def test_grpo_stage_computes_rewards_normalises_advantages_and_trains(stage, sim
     evaluation = read_log(config.output_dir, "eval")[-1]
     assert all(np.isfinite(v) for k, v in evaluation.items() if k not in ("kind", "step"))
     assert (final / ("vlm" if stage == "grpo-joint" else "") / "config.json").is_file()
+
+
+def test_grpo_prompts_a_vlm_that_reads_proprioception_with_each_samples_state(tiny_dataset, tmp_path):
+    """Stage 1's captions, their log-probabilities and stage 2's anchor captions all come from prompts
+    that state the sample's proprioception, repeated over its group."""
+    from vans_engine.checkpoint import read_model_index, write_model_index
+
+    model = tmp_path / "model"  # the SFT model, its VLM now shown the state
+    shutil.copytree(SFT_MODEL, model)
+    vlm_config = json.loads((model / "vlm" / "config.json").read_text())
+    (model / "vlm" / "config.json").write_text(json.dumps({**vlm_config, "reads_state": True}))
+    write_model_index(model, {k: v for k, v in read_model_index(model).items() if k != "files"})
+    config = stage_config("grpo-vlm", tiny_dataset, tmp_path / "grpo-vlm", model=str(model),
+                          batch_size=2, max_steps=1)
+    stage = get_stage("grpo-vlm")(config, torch.device("cpu"))
+    assert stage.vlm.reads_state
+    prompts, build_inputs = [], stage.vlm.build_inputs
+
+    def recording_build_inputs(*args, **kwargs):
+        prompts.append(kwargs.get("states"))
+        return build_inputs(*args, **kwargs)
+
+    stage.vlm.build_inputs = recording_build_inputs
+    rng = np.random.default_rng(0)
+    rollout = stage.rollout(rng)
+    batch, _ = stage.draw_samples(np.random.default_rng(0))
+    expected = np.repeat(batch.state[:, 0], config.group_size, axis=0)
+    np.testing.assert_array_equal(rollout["states"], expected)
+    np.testing.assert_array_equal(prompts[0], batch.state[:, 0])  # the drawn group: one prompt per sample
+    assert all(np.array_equal(states, expected) for states in prompts[1:])  # old and reference log-probs
+    loss, log = stage.policy_loss(rollout)
+    assert torch.isfinite(loss) and np.isfinite(log["kl"])
+
+    anchor = get_stage("grpo-vdm")(stage_config("grpo-vdm", tiny_dataset, tmp_path / "grpo-vdm",
+                                                model=str(model), vlm=""), torch.device("cpu"))
+    anchor_prompts, anchor_build = [], anchor.anchor_vlm.build_inputs
+    anchor.anchor_vlm.build_inputs = lambda *a, **k: anchor_prompts.append(k.get("states")) or anchor_build(*a, **k)
+    anchors, _ = anchor.anchor_captions(batch, seed=0)
+    assert len(anchors) == len(batch)
+    np.testing.assert_array_equal(anchor_prompts[0], batch.state[:, 0])
 
 
 def test_killed_grpo_run_resumes(tiny_dataset, tmp_path, kill_at_first_checkpoint):

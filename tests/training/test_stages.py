@@ -80,6 +80,18 @@ def test_stage_loss_goes_down_and_writes_a_model(trained, stage):
     assert evaluation and all(np.isfinite(v) for k, v in evaluation[-1].items() if k not in ("kind", "step"))
 
 
+def test_vlm_sft_trains_a_vlm_that_reads_proprioception(dataset, tmp_path):
+    from vans_engine.models.vlm import NextEventVLM
+
+    out = run_stage("vlm-sft", VLMSFTConfig, dataset, tmp_path / "vlm-sft-state", max_steps=8, lr=3e-3, min_lr=3e-3,
+                    eval_freq=8, save_freq=8, vlm=TINY_VLM, reads_state=True)
+    assert_loss_goes_down(out.parent)
+    vlm = NextEventVLM.from_pretrained(out)
+    assert vlm.reads_state
+    with pytest.raises(ValueError, match="reads proprioception"):
+        vlm.generate_captions(np.zeros((4, 64, 64, 3), np.uint8), "push the red button")
+
+
 def test_curves_draw_training_and_evaluation_scalars(trained, tmp_path):
     from PIL import Image
 

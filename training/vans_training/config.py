@@ -87,11 +87,14 @@ class VLMSFTConfig(TrainConfig):
         vlm (`dict`): sizes forwarded to ``vans_engine.models.vlm.vlm_config`` (``hidden_size``, ...).
         vocab_size (`int`): the byte-level BPE tokenizer's vocabulary, trained on every task's
             instruction and captions.
+        reads_state (`bool`): the prompt also states the proprioception at the newest context frame
+            (tool point and gripper opening), which the planner passes at run time.
     """
 
     output_dir: str = "runs/vlm-sft"
     vlm: dict[str, Any] = field(default_factory=dict)
     vocab_size: int = 600
+    reads_state: bool = False
 
 
 @dataclass

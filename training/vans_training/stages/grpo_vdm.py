@@ -93,7 +93,7 @@ class GRPOVDMStage(GRPOStage):
         """One anchor caption per sample (see the module docstring) and the share that fell back."""
         groups = self.anchor_vlm.generate_captions_batch(list(batch.context), batch.instructions,
                                                          num_samples=self.config.anchor_draws, do_sample=True,
-                                                         seed=seed)
+                                                         seed=seed, states=batch.state[:, 0])
         anchors = []
         for drawn, recorded in zip(groups, batch.captions):
             kept = [c for c in drawn if rouge_l(c, recorded) >= self.config.anchor_min_rouge]

@@ -25,10 +25,11 @@ from vans_training.stages.vdm import torch_generator
 
 
 def caption_token_log_probs(vlm, model: torch.nn.Module, clips: list[np.ndarray], instructions: list[str],
-                            captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+                            captions: list[str], states: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probability of every caption token (and the closing ``<|im_end|>``) under ``model``:
-    ``(N, L)`` values and a ``(N, L)`` mask of the positions that are caption tokens."""
-    inputs = vlm.build_inputs(clips, instructions, captions, allow_empty_captions=True)
+    ``(N, L)`` values and a ``(N, L)`` mask of the positions that are caption tokens. ``states``
+    (N, 4) is the proprioception a VLM that reads it was prompted with."""
+    inputs = vlm.build_inputs(clips, instructions, captions, allow_empty_captions=True, states=states)
     labels = inputs.pop("labels")
     logits = model(**inputs).logits[:, :-1].float()
     targets = labels[:, 1:]
@@ -52,7 +53,8 @@ def caption_policy_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, re
 @torch.no_grad()
 def evaluate_captions(vlm, batch, max_new_tokens: int) -> dict[str, float]:
     """Greedy captions of a batch: ROUGE-L, BLEU-4, MiniLM similarity, event accuracy."""
-    groups = vlm.generate_captions_batch(list(batch.context), batch.instructions, max_new_tokens=max_new_tokens)
+    groups = vlm.generate_captions_batch(list(batch.context), batch.instructions, max_new_tokens=max_new_tokens,
+                                         states=batch.state[:, 0])
     captions = [g[0] for g in groups]
     return {**caption_scores(captions, batch.captions), **event_scores(captions, batch.events)}
 
@@ -65,12 +67,13 @@ class CaptionPolicy:
         self.vlm, self.temperature, self.max_new_tokens = vlm, temperature, max_new_tokens
         self.reference = GRPOStage.frozen(vlm.model)
 
-    def sample(self, clips: list[np.ndarray], instructions: list[str], group_size: int, seed: int) -> list[str]:
-        """G captions per clip, flat and grouped by clip."""
+    def sample(self, clips: list[np.ndarray], instructions: list[str], states: np.ndarray, group_size: int,
+               seed: int) -> list[str]:
+        """G captions per clip, flat and grouped by clip; ``states`` (B, 4), one per clip."""
         self.vlm.model.eval()  # no dropout while drawing: the rollout is the policy's own
         groups = self.vlm.generate_captions_batch(clips, instructions, num_samples=group_size, do_sample=True,
                                                   temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                                                  seed=seed)
+                                                  seed=seed, states=states)
         self.vlm.model.train()
         return [caption for group in groups for caption in group]
 
@@ -78,14 +81,14 @@ class CaptionPolicy:
         return [len(self.vlm.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in captions]
 
     @torch.no_grad()
-    def old_and_reference_log_probs(self, clips, instructions, captions) -> tuple[torch.Tensor, torch.Tensor]:
-        old, _ = caption_token_log_probs(self.vlm, self.vlm.model, clips, instructions, captions)
-        reference, _ = caption_token_log_probs(self.vlm, self.reference, clips, instructions, captions)
+    def old_and_reference_log_probs(self, clips, instructions, captions, states) -> tuple[torch.Tensor, torch.Tensor]:
+        old, _ = caption_token_log_probs(self.vlm, self.vlm.model, clips, instructions, captions, states)
+        reference, _ = caption_token_log_probs(self.vlm, self.reference, clips, instructions, captions, states)
         return old, reference
 
     def loss(self, rollout: dict, clip_range: float, beta: float) -> tuple[torch.Tensor, dict[str, float]]:
         log_probs, mask = caption_token_log_probs(self.vlm, self.vlm.model, rollout["clips"], rollout["instructions"],
-                                                  rollout["captions"])
+                                                  rollout["captions"], rollout["states"])
         return caption_policy_loss(log_probs, rollout["old_log_probs"], rollout["reference_log_probs"], mask,
                                    rollout["advantages"], clip_range, beta)
 
@@ -107,12 +110,14 @@ class GRPOVLMStage(GRPOStage):
         batch, indices = self.draw_samples(rng)
         clips = [c for c in batch.context for _ in range(g)]
         instructions = [i for i in batch.instructions for _ in range(g)]
-        captions = self.policy.sample(list(batch.context), batch.instructions, g, int(rng.integers(2**31)))
+        states = np.repeat(batch.state[:, 0], g, axis=0)  # proprioception at each clip's last frame
+        captions = self.policy.sample(list(batch.context), batch.instructions, batch.state[:, 0], g,
+                                      int(rng.integers(2**31)))
         references = [c for c in batch.captions for _ in range(g)]
         terms = caption_rewards(captions, references, self.policy.token_counts(captions), self.config.max_new_tokens)
-        old, reference = self.policy.old_and_reference_log_probs(clips, instructions, captions)
-        rollout = {"clips": clips, "instructions": instructions, "captions": captions, "old_log_probs": old,
-                   "reference_log_probs": reference, "terms": terms, "log": {}}
+        old, reference = self.policy.old_and_reference_log_probs(clips, instructions, captions, states)
+        rollout = {"clips": clips, "instructions": instructions, "states": states, "captions": captions,
+                   "old_log_probs": old, "reference_log_probs": reference, "terms": terms, "log": {}}
         return rollout, batch, indices
 
     def rollout(self, rng: np.random.Generator) -> dict:

@@ -27,11 +27,12 @@ class VLMSFTStage(Stage):
         super().__init__(config, device)
         self.train_data, self.valid_data = train_and_valid(config)
         tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
-        self.vlm = NextEventVLM.from_config(tokenizer, **config.vlm).to(device)
+        self.vlm = NextEventVLM.from_config(tokenizer, reads_state=config.reads_state, **config.vlm).to(device)
         self.model = self.vlm.model
 
     def _loss(self, batch, model) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = self.vlm.build_inputs(list(batch.context), batch.instructions, batch.captions)
+        inputs = self.vlm.build_inputs(list(batch.context), batch.instructions, batch.captions,
+                                       states=batch.state[:, 0])
         loss = model(**inputs).loss
         return loss, {"loss": loss.item()}
 
@@ -45,7 +46,8 @@ class VLMSFTStage(Stage):
         for chunk in np.array_split(indices, max(1, len(indices) // 32)):
             batch = self.valid_data.batch(chunk)
             losses.append(self._loss(batch, self.model)[0].item())
-            captions = self.vlm.generate_captions_batch(list(batch.context), batch.instructions, max_new_tokens=20)
+            captions = self.vlm.generate_captions_batch(list(batch.context), batch.instructions, max_new_tokens=20,
+                                                        states=batch.state[:, 0])
             predictions += [c[0] for c in captions]
             references += batch.captions
         scores = caption_scores(predictions, references, with_similarity=False)

@@ -26,6 +26,7 @@ def vlm_config(
     temporal_patch_size: int = 2,
     spatial_merge_size: int = 2,
     max_position_embeddings: int = 512,
+    reads_state: bool = False,
 ) -> Qwen2_5_VLConfig:
     """A `Qwen2_5_VLConfig` for our size and tokenizer.
 
@@ -39,6 +40,8 @@ def vlm_config(
         temporal_patch_size (`int`, defaults to 2): frames per vision patch.
         spatial_merge_size (`int`, defaults to 2): patches merged per side into one language token.
         max_position_embeddings (`int`, defaults to 512): longest prompt plus caption.
+        reads_state (`bool`, defaults to `False`): the prompt also states the robot's proprioception
+            (tool point and gripper opening) as text after the instruction; kept in ``config.json``.
     """
     head_dim = hidden_size // num_attention_heads
     if head_dim * num_attention_heads != hidden_size or head_dim % 2:
@@ -66,5 +69,5 @@ def vlm_config(
         text_config=text_config, vision_config=vision_config,
         image_token_id=ids[IMAGE_PAD], video_token_id=ids[VIDEO_PAD],
         vision_start_token_id=ids[VISION_START], vision_end_token_id=ids[VISION_END],
-        tie_word_embeddings=True,
+        tie_word_embeddings=True, reads_state=reads_state,
     )

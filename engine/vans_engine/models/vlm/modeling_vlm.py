@@ -4,11 +4,15 @@ A thin wrapper around transformers' ``Qwen2_5_VLForConditionalGeneration`` and o
 same code loads a full-size Qwen2.5-VL checkpoint. The prompt follows Qwen's chat layout::
 
     <|im_start|>user
-    <|vision_start|><|video_pad|> x N<|vision_end|>{instruction}<|im_end|>
+    <|vision_start|><|video_pad|> x N<|vision_end|>{instruction}[
+    {state}]<|im_end|>
     <|im_start|>assistant
     {caption}<|im_end|>
 
-with N = grid_t * grid_h * grid_w / merge_size**2 (one token per merged 2x2 block of patches).
+with N = grid_t * grid_h * grid_w / merge_size**2 (one token per merged 2x2 block of patches). A VLM
+whose config ``reads_state`` also gets the robot's proprioception as a line of text (:func:`state_text`):
+in the pick tasks whether the gripper is open and how high it is tell the reach, grasp, lift and carry
+apart, which a 64-pixel view barely shows.
 ``generate_captions`` gives the greedy caption or G sampled ones (GRPO); ``loss`` / ``compute_loss``
 are the cross-entropy on the caption tokens only (SFT).
 
@@ -36,6 +40,17 @@ MAX_INSTRUCTION_TOKENS = 48  # the simulator's longest instruction is ~12 tokens
 IGNORE_INDEX = -100  # label of prompt tokens: cross-entropy ignores them
 VIDEO_TOKEN_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video; Qwen's rope index reads them
 GRAPHED = "graphed"  # cache_implementation of our own greedy decoder (see GraphedGreedyDecoder)
+STATE_DIM = 4  # tool point x, y, z (m) and gripper opening (0-1), as vans_sim observes them
+
+
+def state_text(state: np.ndarray) -> str:
+    """The prompt's line for one ``(4,)`` proprioception vector, to the centimetre.
+
+    Text rather than a learned embedding: Qwen2.5-VL's own classes read it unchanged, and so would a
+    full-size checkpoint.
+    """
+    x, y, z, gripper = (float(v) + 0.0 for v in np.round(state, 2))  # + 0.0: no "-0.00"
+    return f"tool at x {x:.2f} y {y:.2f} z {z:.2f}, gripper {gripper:.2f}"
 
 
 class GraphedGreedyDecoder:
@@ -121,6 +136,7 @@ class NextEventVLM:
         self.merge_size = vision.spatial_merge_size
         self.video_token_id = model.config.video_token_id
         self.eos_token_id = tokenizer.convert_tokens_to_ids(IM_END)
+        self.reads_state = bool(getattr(model.config, "reads_state", False))
         # The fixed parts of the prompt, tokenised once.
         encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         self._head = encode(f"{IM_START}user\n{VISION_START}")
@@ -199,8 +215,23 @@ class NextEventVLM:
             ids = ids[:MAX_INSTRUCTION_TOKENS]
         return ids
 
+    def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray | None:
+        """Validate ``(B, STATE_DIM)`` proprioception; None when this VLM does not read it."""
+        if not self.reads_state:
+            return None
+        if states is None:
+            raise ValueError(f"this VLM reads proprioception: pass states of shape ({batch}, {STATE_DIM}) "
+                             f"(tool point x, y, z and gripper opening)")
+        states = np.asarray(states, dtype=np.float32)
+        if states.shape != (batch, STATE_DIM):
+            raise ValueError(f"states must have shape ({batch}, {STATE_DIM}), got {states.shape}")
+        if not np.isfinite(states).all():
+            raise ValueError("states contain NaN or infinite values")
+        return states
+
     def build_inputs(self, clips: list[np.ndarray], instructions: list[str],
-                     captions: list[str] | None = None, allow_empty_captions: bool = False) -> dict[str, torch.Tensor]:
+                     captions: list[str] | None = None, allow_empty_captions: bool = False,
+                     states: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         """Tokenised, left-padded model inputs for a batch; with ``captions``, also ``labels``.
 
         Args:
@@ -210,6 +241,8 @@ class NextEventVLM:
                 closing ``<|im_end|>`` are scored.
             allow_empty_captions (`bool`, *optional*, defaults to `False`): accept empty captions (scored
                 as ``<|im_end|>`` alone): a sampled caption may be empty, a training target may not.
+            states (`np.ndarray`, *optional*): ``(B, 4)`` proprioception at each clip's last frame;
+                required when :attr:`reads_state`, ignored otherwise.
 
         Returns:
             `dict[str, torch.Tensor]`: ``input_ids``, ``attention_mask``, ``mm_token_type_ids``,
@@ -218,6 +251,7 @@ class NextEventVLM:
         if len(clips) != len(instructions) or (captions is not None and len(captions) != len(clips)):
             raise ValueError(f"got {len(clips)} clips, {len(instructions)} instructions and "
                              f"{'no' if captions is None else len(captions)} captions: the counts must match")
+        states = self.check_states(states, len(clips))
         pixel_values, grids, sequences, labels = [], [], [], []
         for k, (clip, instruction) in enumerate(zip(clips, instructions)):
             self.check_frames(clip)
@@ -226,8 +260,11 @@ class NextEventVLM:
             pixel_values.append(patches)
             grids.append(grid)
             num_video_tokens = len(patches) // self.merge_size**2
-            prompt = (self._head + [self.video_token_id] * num_video_tokens + self._after_video
-                      + self.instruction_ids(instruction) + self._tail)
+            prompt = self._head + [self.video_token_id] * num_video_tokens + self._after_video
+            prompt += self.instruction_ids(instruction)
+            if states is not None:
+                prompt += self.tokenizer("\n" + state_text(states[k]), add_special_tokens=False)["input_ids"]
+            prompt += self._tail
             target = []
             if captions is not None:
                 if not isinstance(captions[k], str) or not (captions[k].strip() or allow_empty_captions):
@@ -258,7 +295,8 @@ class NextEventVLM:
 
     def generate_captions(self, frames: np.ndarray, instruction: str, num_samples: int = 1, do_sample: bool = False,
                           max_new_tokens: int = 20, seed: int | None = None, temperature: float = 1.0,
-                          min_new_tokens: int = 0, cache_implementation: str | None = None) -> list[str]:
+                          min_new_tokens: int = 0, cache_implementation: str | None = None,
+                          state: np.ndarray | None = None) -> list[str]:
         """The caption of the next event: greedy, or ``num_samples`` sampled ones.
 
         Args:
@@ -273,6 +311,8 @@ class NextEventVLM:
                 tokens (benchmarks time captions of a fixed length).
             cache_implementation (`str`, *optional*): transformers' KV cache kind, e.g. ``"static"``,
                 or ``"graphed"`` for greedy decoding by :class:`GraphedGreedyDecoder`.
+            state (`np.ndarray`, *optional*): ``(4,)`` proprioception at the newest frame; required when
+                :attr:`reads_state`.
 
         Returns:
             `list[str]`: ``num_samples`` captions.
@@ -280,14 +320,16 @@ class NextEventVLM:
         return self.generate_captions_batch(
             [frames], [instruction], num_samples=num_samples, do_sample=do_sample, max_new_tokens=max_new_tokens,
             seed=seed, temperature=temperature, min_new_tokens=min_new_tokens,
-            cache_implementation=cache_implementation)[0]
+            cache_implementation=cache_implementation, states=None if state is None else np.asarray(state)[None])[0]
 
     @torch.no_grad()
     def generate_captions_batch(self, clips: list[np.ndarray], instructions: list[str], num_samples: int = 1,
                                 do_sample: bool = False, max_new_tokens: int = 20, seed: int | None = None,
                                 temperature: float = 1.0, min_new_tokens: int = 0,
-                                cache_implementation: str | None = None) -> list[list[str]]:
-        """:meth:`generate_captions` for several clips in one ``generate`` call (left-padded prompts).
+                                cache_implementation: str | None = None,
+                                states: np.ndarray | None = None) -> list[list[str]]:
+        """:meth:`generate_captions` for several clips in one ``generate`` call (left-padded prompts);
+        ``states`` is ``(B, 4)``, one per clip.
 
         Returns:
             `list[list[str]]`: ``num_samples`` captions per clip.
@@ -301,7 +343,7 @@ class NextEventVLM:
                              f"min_new_tokens={min_new_tokens}, max_new_tokens={max_new_tokens}")
         if do_sample and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        inputs = self.build_inputs(clips, instructions)
+        inputs = self.build_inputs(clips, instructions, states=states)
         if cache_implementation == GRAPHED:
             if do_sample:
                 raise ValueError("the graphed decoder is greedy: use another cache_implementation to sample")
@@ -330,21 +372,24 @@ class NextEventVLM:
             decoders[key] = GraphedGreedyDecoder(self, key[0], key[1], max_new_tokens)
         return decoders[key]
 
-    def compute_loss(self, clips: list[np.ndarray], instructions: list[str],
-                     captions: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, clips: list[np.ndarray], instructions: list[str], captions: list[str],
+                     states: np.ndarray | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy of the caption tokens given frames and instruction (teacher forcing), for a batch.
 
         Args:
             clips (`list[np.ndarray]`): (T, H, W, 3) uint8 context clips.
             instructions (`list[str]`): one per clip.
             captions (`list[str]`): the next event's caption, one per clip.
+            states (`np.ndarray`, *optional*): ``(B, 4)`` proprioception, when :attr:`reads_state`.
 
         Returns:
             `tuple[torch.Tensor, dict[str, float]]`: the mean loss over caption tokens, and logs.
         """
-        out = self.model(**self.build_inputs(clips, instructions, captions))
+        out = self.model(**self.build_inputs(clips, instructions, captions, states=states))
         return out.loss, {"loss": out.loss.item()}
 
-    def loss(self, frames: np.ndarray, instruction: str, target_caption: str) -> torch.Tensor:
+    def loss(self, frames: np.ndarray, instruction: str, target_caption: str,
+             state: np.ndarray | None = None) -> torch.Tensor:
         """:meth:`compute_loss` for one sample."""
-        return self.compute_loss([frames], [instruction], [target_caption])[0]
+        states = None if state is None else np.asarray(state)[None]
+        return self.compute_loss([frames], [instruction], [target_caption], states=states)[0]

@@ -172,10 +172,9 @@ class PlannerNode(Node):
             if p[name] and p[name] != getattr(planner.config, name):
                 raise ParameterError(f"parameter {name!r} is {p[name]} but {self.model_dir} was trained with "
                                      f"{getattr(planner.config, name)}; set 0 to take the checkpoint's")
-        state_dim = planner.idm.config.state_dim
-        if planner.needs_state and len(p["state_joints"]) != state_dim:
-            raise ParameterError(f"parameter 'state_joints' names {len(p['state_joints'])} joints but the IDM of "
-                                 f"{self.model_dir} reads {state_dim} (tool point x, y, z and gripper opening)")
+        if planner.needs_state and len(p["state_joints"]) != planner.state_dim:
+            raise ParameterError(f"parameter 'state_joints' names {len(p['state_joints'])} joints but "
+                                 f"{self.model_dir} reads {planner.state_dim} (tool point x, y, z and gripper opening)")
         return planner
 
     # -- input callbacks: decode, buffer, hand over; never block ----------------------------------
