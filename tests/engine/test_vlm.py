@@ -217,7 +217,8 @@ def test_state_reading_vlm_states_the_proprioception_in_its_prompt(tokenizer, fr
     with torch.no_grad():
         logits = loaded.model(**inputs).logits[0, -1]
         assert torch.equal(logits, vlm.model(**inputs).logits[0, -1])
-        assert not torch.allclose(logits, vlm.model(**vlm.build_inputs([frames], [INSTRUCTION], states=closed)).logits[0, -1])
+        other = vlm.model(**vlm.build_inputs([frames], [INSTRUCTION], states=closed)).logits[0, -1]
+        assert not torch.allclose(logits, other)
     sample = dict(num_samples=2, do_sample=True, max_new_tokens=8, seed=0)
     assert loaded.generate_captions(frames, INSTRUCTION, state=state[0], **sample) == \
         vlm.generate_captions(frames, INSTRUCTION, state=state[0], **sample)

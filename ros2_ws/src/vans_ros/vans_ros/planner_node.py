@@ -8,7 +8,7 @@ Topics (relative names, so namespaces and remapping work):
 - in: ``camera/image_raw`` (``sensor_msgs/Image``, sensor-data QoS), optionally
   ``camera/image_raw/compressed`` (``sensor_msgs/CompressedImage``, jpeg or png), ``instruction``
   (``std_msgs/String``, transient local: a late joiner gets the current one), and, for a checkpoint
-  whose IDM reads proprioception, ``joint_states`` (``sensor_msgs/JointState``: the ``state_joints``
+  whose IDM or VLM reads proprioception, ``joint_states`` (``sensor_msgs/JointState``: the ``state_joints``
   entries, tool point x, y, z in metres and gripper opening 0-1);
 - out: ``~/next_event`` (caption), ``~/foreseen/image`` (one Image per predicted frame, stamped in the
   future at the control period), ``~/foreseen/strip`` (context | foreseen mosaic), ``~/action_plan``
@@ -84,8 +84,8 @@ PARAMETERS = [
                   check=lambda v: 1 <= v <= 1000, rule="in [1, 1000]"),
     ParameterSpec("subscribe_compressed", False, "also take frames from camera/image_raw/compressed (jpeg, png)"),
     ParameterSpec("state_joints", ["ee_x", "ee_y", "ee_z", "gripper"],
-                  "joint_states entries, in order, that make the proprioception of a checkpoint whose IDM reads "
-                  "it (tool point x, y, z in m, gripper opening 0-1); not subscribed otherwise",
+                  "joint_states entries, in order, that make the proprioception of a checkpoint whose IDM or VLM "
+                  "reads it (tool point x, y, z in m, gripper opening 0-1); not subscribed otherwise",
                   check=lambda v: len(v) > 0 and all(v), rule="non-empty names"),
     ParameterSpec("max_state_age_s", 0.5, "a plan needs a joint state stamped within this many seconds of its "
                   "newest frame", check=positive, rule="> 0"),
