@@ -582,6 +582,7 @@ def test_every_shipped_config_loads():
     for stage, name in files.items():
         load_config(get_stage(stage).config_class, CONFIGS / name)
     assert load_config(VDMTrainConfig, CONFIGS / "vdm_action.yaml").action_weight > 0
+    assert load_config(VLMSFTConfig, CONFIGS / "vlm_sft_state.yaml").reads_state
 
 
 def test_two_process_ddp_run_with_torchrun(dataset, tmp_path):
