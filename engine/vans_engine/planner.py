@@ -47,7 +47,7 @@ from vans_engine.models.vdm.parameterization import as_denoiser, check_predictio
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
 from vans_engine.models.vdm.text_encoder import CaptionEncoder
 from vans_engine.models.vlm import NextEventVLM
-from vans_engine.models.vlm.modeling_vlm import STATE_DIM
+from vans_engine.models.vlm.modeling_vlm import STATE_DIM, checked_states
 
 MAX_INSTRUCTION_CHARS = 200
 
@@ -342,17 +342,8 @@ class Planner:
         """Validate ``(B, state_dim)`` proprioception; None when no component reads it."""
         if not self.needs_state:
             return None
-        dim = self.state_dim
-        if states is None:
-            readers = " and ".join(name for name, model in (("IDM", self.idm), ("VLM", self.vlm)) if model.reads_state)
-            raise ValueError(f"this checkpoint reads proprioception (its {readers}): pass states of shape "
-                             f"({batch}, {dim}) (tool point x, y, z and gripper opening)")
-        states = np.asarray(states, dtype=np.float32)
-        if states.shape != (batch, dim):
-            raise ValueError(f"states must have shape ({batch}, {dim}), got {states.shape}")
-        if not np.isfinite(states).all():
-            raise ValueError("states contain NaN or infinite values")
-        return states
+        readers = " and ".join(name for name, model in (("IDM", self.idm), ("VLM", self.vlm)) if model.reads_state)
+        return checked_states(states, batch, self.state_dim, f"this checkpoint (its {readers})")
 
     def plan(self, frames: np.ndarray, instruction: str, *, num_samples: int = 1, steps: int | None = None,
              seed: int | None = None, state: np.ndarray | None = None) -> Plan:

@@ -263,7 +263,7 @@ def test_a_vlm_that_reads_proprioception_makes_the_planner_need_it(tmp_path):
     the VLM's prompt (the VLM's own tests show that it changes the caption's logits)."""
     planner = Planner.from_pretrained(tiny_checkpoint(tmp_path / "ckpt", vlm_state=True), backend="onnxruntime")
     assert planner.needs_state and planner.state_dim == 4 and not planner.idm.reads_state
-    with pytest.raises(ValueError, match=r"reads proprioception \(its VLM\)"):
+    with pytest.raises(ValueError, match=r"this checkpoint \(its VLM\) reads proprioception"):
         planner.plan(clip(), INSTRUCTION)
     prompts, build_inputs = [], planner.vlm.build_inputs
 

@@ -53,6 +53,20 @@ def state_text(state: np.ndarray) -> str:
     return f"tool at x {x:.2f} y {y:.2f} z {z:.2f}, gripper {gripper:.2f}"
 
 
+def checked_states(states: np.ndarray | None, batch: int, dim: int, reader: str) -> np.ndarray:
+    """``states`` as a ``(batch, dim)`` float32 array of finite values, or a `ValueError` saying what is
+    wrong; ``reader`` names what needs them ("this VLM")."""
+    if states is None:
+        raise ValueError(f"{reader} reads proprioception: pass states of shape ({batch}, {dim}) "
+                         f"(tool point x, y, z and gripper opening)")
+    states = np.asarray(states, dtype=np.float32)
+    if states.shape != (batch, dim):
+        raise ValueError(f"states must have shape ({batch}, {dim}), got {states.shape}")
+    if not np.isfinite(states).all():
+        raise ValueError("states contain NaN or infinite values")
+    return states
+
+
 class GraphedGreedyDecoder:
     """Greedy caption decoding with a static KV cache, each decoding step replayed as a CUDA graph.
 
@@ -217,17 +231,7 @@ class NextEventVLM:
 
     def check_states(self, states: np.ndarray | None, batch: int) -> np.ndarray | None:
         """Validate ``(B, STATE_DIM)`` proprioception; None when this VLM does not read it."""
-        if not self.reads_state:
-            return None
-        if states is None:
-            raise ValueError(f"this VLM reads proprioception: pass states of shape ({batch}, {STATE_DIM}) "
-                             f"(tool point x, y, z and gripper opening)")
-        states = np.asarray(states, dtype=np.float32)
-        if states.shape != (batch, STATE_DIM):
-            raise ValueError(f"states must have shape ({batch}, {STATE_DIM}), got {states.shape}")
-        if not np.isfinite(states).all():
-            raise ValueError("states contain NaN or infinite values")
-        return states
+        return checked_states(states, batch, STATE_DIM, "this VLM") if self.reads_state else None
 
     def build_inputs(self, clips: list[np.ndarray], instructions: list[str],
                      captions: list[str] | None = None, allow_empty_captions: bool = False,
