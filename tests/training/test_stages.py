@@ -279,6 +279,9 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     with_branches = NextEventData(tmp_path / "dagger", "train", expert_branches=True, **expert)
     assert len(with_branches) == len(NextEventData(dataset, "train", **expert)) + 3 * 6
     assert with_branches.seeds[-1] == 1010
+    vlm_config = VLMSFTConfig(data=str(tmp_path / "dagger"), expert_branches=True, context_frames=1, anchor_every=2,
+                              vlm=TINY_VLM)  # the VLM reads them too, captioned with the event in progress
+    assert len(get_stage("vlm-sft")(vlm_config, torch.device("cpu")).train_data) == len(with_branches)
     first = extended.batch(np.array([len(base)]))  # the first branch starts at the episode's reset
     env = RoboDeskEnv("push_red", image_size=64, split="train")
     np.testing.assert_array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"])

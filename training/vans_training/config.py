@@ -89,12 +89,15 @@ class VLMSFTConfig(TrainConfig):
             instruction and captions.
         reads_state (`bool`): the prompt also states the proprioception at the newest context frame
             (tool point and gripper opening), which the planner passes at run time.
+        expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger``),
+            captioned with the event in progress at states the planner reached and the expert never does.
     """
 
     output_dir: str = "runs/vlm-sft"
     vlm: dict[str, Any] = field(default_factory=dict)
     vocab_size: int = 600
     reads_state: bool = False
+    expert_branches: bool = False
 
 
 @dataclass

@@ -25,7 +25,7 @@ class VLMSFTStage(Stage):
 
     def __init__(self, config: VLMSFTConfig, device: torch.device):
         super().__init__(config, device)
-        self.train_data, self.valid_data = train_and_valid(config)
+        self.train_data, self.valid_data = train_and_valid(config, expert_branches=config.expert_branches)
         tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
         self.vlm = NextEventVLM.from_config(tokenizer, reads_state=config.reads_state, **config.vlm).to(device)
         self.model = self.vlm.model
