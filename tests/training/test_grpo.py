@@ -142,6 +142,18 @@ def test_grpo_stage_computes_rewards_normalises_advantages_and_trains(stage, sim
     assert (final / ("vlm" if stage == "grpo-joint" else "") / "config.json").is_file()
 
 
+def record_prompted_states(vlm) -> list:
+    """Wrap ``vlm.build_inputs`` so that it also appends the ``states`` of every call to the returned list."""
+    prompted, build_inputs = [], vlm.build_inputs
+
+    def recording_build_inputs(*args, **kwargs):
+        prompted.append(kwargs.get("states"))
+        return build_inputs(*args, **kwargs)
+
+    vlm.build_inputs = recording_build_inputs
+    return prompted
+
+
 def test_grpo_prompts_a_vlm_that_reads_proprioception_with_each_samples_state(tiny_dataset, tmp_path):
     """Stage 1's captions, their log-probabilities and stage 2's anchor captions all come from prompts
     that state the sample's proprioception, repeated over its group."""
@@ -156,13 +168,7 @@ def test_grpo_prompts_a_vlm_that_reads_proprioception_with_each_samples_state(ti
                           batch_size=2, max_steps=1)
     stage = get_stage("grpo-vlm")(config, torch.device("cpu"))
     assert stage.vlm.reads_state
-    prompts, build_inputs = [], stage.vlm.build_inputs
-
-    def recording_build_inputs(*args, **kwargs):
-        prompts.append(kwargs.get("states"))
-        return build_inputs(*args, **kwargs)
-
-    stage.vlm.build_inputs = recording_build_inputs
+    prompts = record_prompted_states(stage.vlm)
     rng = np.random.default_rng(0)
     rollout = stage.rollout(rng)
     batch, _ = stage.draw_samples(np.random.default_rng(0))
@@ -175,8 +181,7 @@ def test_grpo_prompts_a_vlm_that_reads_proprioception_with_each_samples_state(ti
 
     anchor = get_stage("grpo-vdm")(stage_config("grpo-vdm", tiny_dataset, tmp_path / "grpo-vdm",
                                                 model=str(model), vlm=""), torch.device("cpu"))
-    anchor_prompts, anchor_build = [], anchor.anchor_vlm.build_inputs
-    anchor.anchor_vlm.build_inputs = lambda *a, **k: anchor_prompts.append(k.get("states")) or anchor_build(*a, **k)
+    anchor_prompts = record_prompted_states(anchor.anchor_vlm)
     anchors, _ = anchor.anchor_captions(batch, seed=0)
     assert len(anchors) == len(batch)
     np.testing.assert_array_equal(anchor_prompts[0], batch.state[:, 0])

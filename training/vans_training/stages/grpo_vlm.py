@@ -110,9 +110,9 @@ class GRPOVLMStage(GRPOStage):
         batch, indices = self.draw_samples(rng)
         clips = [c for c in batch.context for _ in range(g)]
         instructions = [i for i in batch.instructions for _ in range(g)]
-        states = np.repeat(batch.state[:, 0], g, axis=0)  # proprioception at each clip's last frame
-        captions = self.policy.sample(list(batch.context), batch.instructions, batch.state[:, 0], g,
-                                      int(rng.integers(2**31)))
+        current = batch.state[:, 0]  # proprioception at each clip's last frame
+        states = np.repeat(current, g, axis=0)
+        captions = self.policy.sample(list(batch.context), batch.instructions, current, g, int(rng.integers(2**31)))
         references = [c for c in batch.captions for _ in range(g)]
         terms = caption_rewards(captions, references, self.policy.token_counts(captions), self.config.max_new_tokens)
         old, reference = self.policy.old_and_reference_log_probs(clips, instructions, captions, states)
