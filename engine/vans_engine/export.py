@@ -1,7 +1,8 @@
 """Export a checkpoint's fixed-shape graphs to ONNX (and TensorRT engines built from them).
 
 ``exported/vdm/model.onnx`` is one denoiser call and ``exported/idm/model.onnx`` the IDM's chunk
-head, both with a symbolic batch axis. ``exported/manifest.json`` records the sha256 of the weights
+head (or the action head on the VDM's tokens, which the VDM's graph then also outputs), both with a
+symbolic batch axis. ``exported/manifest.json`` records the sha256 of the weights
 they came from, so a planner re-exports when the weights change.
 
     vans export --model models/vans-desk-64 --format onnx
@@ -20,7 +21,7 @@ from vans_engine.constants import EXPORTED_DIR
 from vans_engine.models.vdm.export import export_vdm_onnx
 from vans_engine.models.vdm.parameterization import as_denoiser
 
-IDM_INPUT, IDM_STATE_INPUT, IDM_OUTPUT = "frames", "state", "actions"
+IDM_OUTPUT = "actions"
 
 
 def exported_paths(folder: Path) -> dict[str, Path]:
@@ -45,16 +46,14 @@ def exports_are_current(folder: Path, vdm_prediction: str = "velocity") -> bool:
 
 
 def export_idm_onnx(idm, path: Path, future_frames: int) -> Path:
-    """Export the IDM's chunk head: (B, K + 1, 3, H, W) frames in [-1, 1], H x W its
-    :attr:`frame_shape` (and, for an IDM that reads proprioception, the (B, state_dim) current state)
-    -> (B, K, action_dim)."""
+    """Export the action component: the IDM's chunk head, (B, K + 1, 3, H, W) frames in [-1, 1], H x W
+    its :attr:`frame_shape` (and, for an IDM that reads proprioception, the (B, state_dim) current
+    state), or a ``VideoFeatureIDM``'s (B, K * Hp * Wp, C) VDM tokens and state -> (B, K, action_dim)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     module = copy.deepcopy(idm).cpu().float().eval()  # leave the caller's model on its device and dtype
     # A traced batch of 1 would be specialised to a constant; trace 2 and mark the axis symbolic.
     batch = torch.export.Dim("batch", min=1, max=1024)
-    inputs = {IDM_INPUT: torch.zeros(2, future_frames + 1, 3, *module.frame_shape)}
-    if module.reads_state:
-        inputs[IDM_STATE_INPUT] = torch.zeros(2, module.config.state_dim)
+    inputs = module.example_inputs(2, future_frames)
     program = torch.onnx.export(module, (), kwargs=inputs, dynamo=True, input_names=list(inputs),
                                 output_names=[IDM_OUTPUT], dynamic_shapes={name: {0: batch} for name in inputs},
                                 verbose=False)
@@ -69,7 +68,8 @@ def export_onnx(planner) -> dict[str, Path]:
     cfg = planner.config
     # The graph holds the whole denoiser call, including the residual-to-velocity conversion.
     export_vdm_onnx(as_denoiser(planner.vdm, cfg.vdm_prediction), paths["vdm"], num_frames=cfg.future_frames,
-                    image_size=cfg.frame_size, caption_length=planner.text_encoder.max_length)
+                    image_size=cfg.frame_size, caption_length=planner.text_encoder.max_length,
+                    features=planner.idm.reads_vdm_features)
     export_idm_onnx(planner.idm, paths["idm"], cfg.future_frames)
     manifest = {"sources": _source_hashes(folder), "vdm_prediction": cfg.vdm_prediction}
     (folder / EXPORTED_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2))

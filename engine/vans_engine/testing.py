@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.idm import InverseDynamicsModel, VideoFeatureIDM
 from vans_engine.models.vdm import CaptionEncoder, make_scheduler, make_vdm
 from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
 from vans_engine.planner import Planner, PlannerConfig
@@ -40,10 +40,11 @@ SIZES = {
 
 
 def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed: int = 0,
-                   idm_state: bool = False, vlm_state: bool = False) -> Planner:
+                   idm_state: bool = False, vlm_state: bool = False, feature_idm: bool = False) -> Planner:
     """A randomly initialised planner (torch backend, CPU) with components of the given ``size``;
     with ``idm_state``, its IDM's chunk head reads proprioception (randomly weighted, so it matters),
-    with ``vlm_state``, its VLM's prompt states it."""
+    with ``vlm_state``, its VLM's prompt states it; with ``feature_idm``, its actions come from a
+    ``VideoFeatureIDM`` on the VDM's first-step tokens instead."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     sizes, config = SIZES[size], config or PlannerConfig()
@@ -52,14 +53,19 @@ def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed
     vdm = make_vdm(**sizes["vdm"])
     idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, cameras=config.cameras,
                                **sizes["idm"])
-    if idm_state:
+    if feature_idm:
+        (height, width), patch = config.frame_size, vdm.config.patch_size
+        idm = VideoFeatureIDM(feature_dim=vdm.config.num_attention_heads * vdm.config.attention_head_dim,
+                              num_frames=config.future_frames, patch_grid=(height // patch[1], width // patch[2]),
+                              image_size=config.image_size, cameras=config.cameras)
+    if idm_state and not feature_idm:
         torch.nn.init.normal_(idm.chunk_state_proj.weight, std=0.5)
     return Planner(vlm, CaptionEncoder(), vdm, make_scheduler(), idm, config, backend="torch", trained=False)
 
 
 def tiny_checkpoint(path: str | Path, config: PlannerConfig | None = None, seed: int = 0, size: str = "tiny",
-                    idm_state: bool = False, vlm_state: bool = False) -> Path:
+                    idm_state: bool = False, vlm_state: bool = False, feature_idm: bool = False) -> Path:
     """Write a complete, randomly initialised checkpoint to ``path``, marked untrained; returns the folder."""
     path = Path(path)
-    random_planner(size, config, seed, idm_state, vlm_state).save_pretrained(path, trained=False)
+    random_planner(size, config, seed, idm_state, vlm_state, feature_idm).save_pretrained(path, trained=False)
     return path

@@ -281,3 +281,81 @@ def test_two_views_are_read_each_on_its_own(tmp_path):
     torch.testing.assert_close(loaded(frames), model(frames), rtol=0, atol=0)
     with pytest.raises(ValueError, match="distinct"):
         IDMConfig(cameras=("desk", "desk"))
+
+
+def feature_idm(**options):
+    from vans_engine.models.idm import VideoFeatureIDM
+
+    settings = {"feature_dim": 32, "num_frames": 4, "patch_grid": (4, 4), "cell_dim": 8, "hidden_dim": 32,
+                "state_mean": [0.0, 0.0, 0.5, 0.5], "state_std": [0.2, 0.2, 0.1, 0.4]}
+    return VideoFeatureIDM(**{**settings, **options}).eval()
+
+
+def test_video_feature_idm_pools_patches_and_saves(tmp_path):
+    from vans_engine.models.idm import load_idm
+
+    model = feature_idm()
+    tokens = torch.randn(3, 4 * 16, 32)
+    pooled = model.pool_features(tokens)
+    assert pooled.shape == (3, 4, 2, 2, 32)
+    # cell (0, 1) of frame 2 is the mean of patches rows 0-1, columns 2-3 of that frame
+    grid = tokens.view(3, 4, 4, 4, 32)
+    torch.testing.assert_close(pooled[:, 2, 0, 1], grid[:, 2, 0:2, 2:4].mean(dim=(1, 2)))
+    state = torch.tensor([[0.1, -0.1, 0.5, 1.0]] * 3)
+    actions = model(tokens, state)
+    assert actions.shape == (3, 4, 4) and actions.abs().max() <= 1
+    model.save_pretrained(tmp_path / "idm")
+    loaded = load_idm(tmp_path / "idm")
+    assert type(loaded).__name__ == "VideoFeatureIDM" and loaded.reads_vdm_features and loaded.reads_state
+    torch.testing.assert_close(loaded(tokens, state), actions)
+    assert not load_idm(_saved_pixel_idm(tmp_path / "pixels")).reads_vdm_features
+
+
+def _saved_pixel_idm(folder):
+    InverseDynamicsModel(channels=(16, 32, 32, 32), hidden_dim=64).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("tokens, state, message", [
+    (torch.zeros(2, 60, 32), torch.zeros(2, 4), r"VDM features must have shape \(B, 64, 32\)"),
+    (torch.zeros(2, 64, 16), torch.zeros(2, 4), r"VDM features must have shape"),
+    (torch.zeros(2, 64, 32), torch.zeros(2, 3), r"state must have shape \(2, 4\)"),
+])
+def test_video_feature_idm_names_bad_inputs(tokens, state, message):
+    with pytest.raises(ValueError, match=message):
+        feature_idm()(tokens, state)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"pool": 3}, "must be divisible by pool 3"),
+    ({"feature_step": -1}, "feature_step must be >= 0"),
+    ({"state_std": [0.1, 0.1, 0.0, 0.1]}, "state_std must be positive"),
+])
+def test_video_feature_idm_config_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        feature_idm(**options)
+
+
+def test_video_feature_idm_learns_actions_from_tokens():
+    """The loss falls on a batch whose actions are a function of the tokens (masked steps ignored)."""
+    from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
+    from vans_engine.models.idm import VDM_FEATURES
+
+    torch.manual_seed(0)
+    model = feature_idm().train()
+    pooled = torch.randn(16, 4, 2, 2, 32)
+    actions = torch.tanh(pooled[..., :4].mean(dim=(2, 3)))
+    mask = torch.ones(16, 4, dtype=torch.bool)
+    mask[:, -1] = False
+    batch = {VDM_FEATURES: pooled, ACTIONS: actions, ACTION_MASK: mask, STATE: torch.zeros(16, 4)}
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss, info = model.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(info["loss"])
+    assert losses[-1] < 0.3 * losses[0]
+    changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
+    assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())

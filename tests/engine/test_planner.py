@@ -304,3 +304,48 @@ def test_motion_gain_scales_the_motion_and_leaves_the_gripper(checkpoint, ort_pl
     assert np.abs(gained.actions[:, :3]).max() <= 1
     with pytest.raises(ValueError, match="motion_gain must be > 0"):
         Planner.from_pretrained(with_gain(0.0))
+
+
+@pytest.fixture(scope="module")
+def feature_checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("feature") / "ckpt", feature_idm=True)
+
+
+def test_an_action_head_on_the_vdms_tokens_plans_alike_on_both_backends(feature_checkpoint):
+    """A checkpoint whose actions come from a VideoFeatureIDM: the exported VDM graph also gives its
+    tokens, ONNX Runtime matches PyTorch, the tokens (not the pixels) and the state decide the actions."""
+    import onnx
+
+    index = json.loads((feature_checkpoint / "model_index.json").read_text())
+    assert index["idm"] == ["vans_engine", "VideoFeatureIDM"]
+    torch_planner = Planner.from_pretrained(feature_checkpoint, backend="torch")
+    ort_planner = Planner.from_pretrained(feature_checkpoint, backend="onnxruntime")
+    graph = onnx.load(feature_checkpoint / "exported" / "vdm" / "model.onnx").graph
+    assert [o.name for o in graph.output] == ["velocity", "vdm_features"]
+    assert ort_planner.needs_state
+    states = np.array([[0.1, -0.1, 0.6, 1.0], [-0.3, 0.1, 0.45, 0.0]], np.float32)
+    clips = np.stack([clip(0), clip(1)])
+    got = ort_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
+    expected = torch_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.actions, e.actions, atol=1e-4)
+        np.testing.assert_allclose(g.frames.astype(int), e.frames.astype(int), atol=2)
+        assert g.actions.shape == (8, 4) and np.abs(g.actions).max() <= 1
+    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in states)
+    assert np.abs(one.actions - other.actions).max() > 1e-3
+    reseeded = ort_planner.plan(clip(0), INSTRUCTION, seed=1, state=states[0])
+    assert np.abs(one.actions - reseeded.actions).max() > 1e-4  # other noise, other first-step tokens
+    with pytest.raises(ValueError, match="reads proprioception"):
+        ort_planner.plan(clip(), INSTRUCTION)
+
+
+def test_an_action_head_for_other_vdm_tokens_is_named(feature_checkpoint, tmp_path):
+    from vans_engine.models.idm import VideoFeatureIDM
+
+    target = copy_of(feature_checkpoint, tmp_path)
+    config = json.loads((target / "idm" / "config.json").read_text())
+    VideoFeatureIDM(**{**{k: v for k, v in config.items() if not k.startswith("_")},
+                       "feature_dim": 96}).save_pretrained(target / "idm")
+    write_model_index(target, json.loads((target / "model_index.json").read_text()))
+    with pytest.raises(CheckpointError, match=r"idm/config.json: feature_dim 96 does not match"):
+        Planner.from_pretrained(target, backend="torch")

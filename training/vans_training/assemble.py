@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.idm import load_idm
 from vans_engine.models.vdm import CaptionEncoder, load_vdm, make_scheduler
 from vans_engine.models.vlm import NextEventVLM
 from vans_engine.planner import Planner, PlannerConfig
@@ -61,7 +61,7 @@ def assemble(vlm: str | Path, vdm: str | Path, idm: str | Path, steps: int, out:
     vdm_folder = resolve_vdm_folder(vdm)
     vlm_model = NextEventVLM.from_pretrained(resolve_model_folder(vlm, "tokenizer.json"))
     vdm_model = load_vdm(vdm_folder)
-    idm_model = InverseDynamicsModel.from_pretrained(resolve_model_folder(idm))
+    idm_model = load_idm(resolve_model_folder(idm))
     vdm_record = stage_record(vdm)
     sizes = vdm_record.get("config", {})
     config = PlannerConfig(image_size=idm_model.config.image_size,

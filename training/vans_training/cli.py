@@ -6,6 +6,7 @@ Stages (each resumes from OUTPUT_DIR/checkpoints/last when run again):
     vans-train vdm       --config training/configs/vdm.yaml          # flow-matching video teacher
     vans-train distill   --config training/configs/distill.yaml      # few-step student by reflow
     vans-train idm       --config training/configs/idm.yaml          # inverse dynamics
+    vans-train feature-idm --config training/configs/feature_idm.yaml  # action head on the VDM's tokens
     vans-train alignment --config training/configs/alignment.yaml    # video-caption contrastive model
     vans-train dagger --model runs/idm-shift/final --base data/train-180 --out data/train-180-dagger \
         --seed-start 1000                                             # one DAgger round for the IDM

@@ -259,6 +259,34 @@ class IDMTrainConfig(TrainConfig):
 
 
 @dataclass
+class FeatureIDMTrainConfig(TrainConfig):
+    """``feature-idm``: an action head on the VDM's tokens (``VideoFeatureIDM``), the VDM frozen.
+
+    Args:
+        vdm_model (`str`): the planner checkpoint whose VDM, scheduler, denoising steps and caption
+            encoder make the tokens, as they will at run time.
+        feature_step (`int`): the denoising step whose tokens the head reads (0: the first).
+        head (`dict`): sizes forwarded to ``VideoFeatureIDM`` (``cell_dim``, ``hidden_dim``, ``pool``).
+        feature_batch_size (`int`): samples per VDM call while the tokens are computed.
+    """
+
+    output_dir: str = "runs/feature-idm"
+    vdm_model: str = "models/vans-desk-64"
+    feature_step: int = 0
+    head: dict[str, Any] = field(default_factory=dict)
+    feature_batch_size: int = 64
+    batch_size: int = 128
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    eval_samples: int = 512
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.feature_step < 0 or self.feature_batch_size < 1:
+            raise ValueError("feature_step must be >= 0 and feature_batch_size >= 1")
+
+
+@dataclass
 class AlignmentConfig(TrainConfig):
     """``alignment``: the video-caption contrastive model (our stand-in for CLIP).
 

@@ -10,6 +10,7 @@ STAGES = {
     "vdm": "vans_training.stages.vdm:VDMStage",
     "distill": "vans_training.stages.distill:DistillStage",
     "idm": "vans_training.stages.idm:IDMStage",
+    "feature-idm": "vans_training.stages.feature_idm:FeatureIDMStage",
     "alignment": "vans_training.stages.alignment:AlignmentStage",
     "grpo-vlm": "vans_training.stages.grpo_vlm:GRPOVLMStage",
     "grpo-vdm": "vans_training.stages.grpo_vdm:GRPOVDMStage",

@@ -1,4 +1,23 @@
+import json
+from pathlib import Path
+
 from vans_engine.models.idm.configuration_idm import IDMConfig
 from vans_engine.models.idm.modeling_idm import InverseDynamicsModel
+from vans_engine.models.idm.modeling_video_feature_idm import VDM_FEATURES, VideoFeatureIDM
 
-__all__ = ["IDMConfig", "InverseDynamicsModel"]
+# The planner's action component: what reads the VDM's answer and gives the actions.
+IDM_CLASSES = {cls.__name__: cls for cls in (InverseDynamicsModel, VideoFeatureIDM)}
+
+
+def load_idm(path: str | Path) -> InverseDynamicsModel | VideoFeatureIDM:
+    """Load an action component folder as the class its ``config.json`` names, in eval mode."""
+    config = Path(path) / InverseDynamicsModel.config_name
+    if not config.is_file():
+        raise FileNotFoundError(f"action model config not found: {config}")
+    name = json.loads(config.read_text()).get("_class_name", InverseDynamicsModel.__name__)
+    if name not in IDM_CLASSES:
+        raise ValueError(f"{config}: unknown action model {name!r}; known: {', '.join(IDM_CLASSES)}")
+    return IDM_CLASSES[name].from_pretrained(path).eval()
+
+
+__all__ = ["IDMConfig", "IDM_CLASSES", "InverseDynamicsModel", "VDM_FEATURES", "VideoFeatureIDM", "load_idm"]

@@ -77,6 +77,7 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"
+    reads_vdm_features = False  # it reads the drawn frames (see VideoFeatureIDM for the other kind)
 
     @register_to_config
     def __init__(self, image_size: int = 64, action_dim: int = 4, state_dim: int = 4,
@@ -194,6 +195,14 @@ class InverseDynamicsModel(ModelMixin, ConfigMixin):
     def forward(self, frames: torch.Tensor, state: torch.Tensor | None = None) -> torch.Tensor:
         """The exported graph: the chunk head."""
         return self.predict_action_chunk(frames, state)
+
+    def example_inputs(self, batch_size: int, future_frames: int) -> dict[str, torch.Tensor]:
+        """Zero inputs of the exported graph's shapes, keyed by input name: the current frame and
+        ``future_frames`` drawn ones (and the state, for a chunk head that reads it)."""
+        inputs = {FRAMES: torch.zeros(batch_size, future_frames + 1, 3, *self.frame_shape)}
+        if self.reads_state:
+            inputs["state"] = torch.zeros(batch_size, self.config.state_dim)
+        return inputs
 
     # -- training -------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """ONNX export of one VDM denoiser call (`WanTransformer3DModel.forward`).
 
 The graph: ``hidden_states (B, 7, K, H, W)``, ``timestep (B,)`` float, ``encoder_hidden_states (B, L, 384)``
-in, ``velocity (B, 3, K, H, W)`` out. The sampling loop (scheduler steps, input packing) stays in Python,
+in, ``velocity (B, 3, K, H, W)`` out, and with ``features=True`` also ``vdm_features (B, K * Hp * Wp, C)``,
+the tokens an action head reads (``vans_engine.models.vdm.features``). The sampling loop (scheduler steps, input packing) stays in Python,
 so one file serves every step count.
 
 We use the dynamo exporter (``torch.onnx.export(..., dynamo=True)``): the legacy TorchScript exporter
@@ -18,23 +19,27 @@ from diffusers import WanTransformer3DModel
 from torch import nn
 
 from vans_engine.models.vdm.configuration_vdm import CAPTION_LENGTH, IMAGE_SIZE, NUM_FRAMES
+from vans_engine.models.vdm.features import DenoiserWithFeatures
 from vans_engine.models.vdm.sampling import frame_size
 
 INPUT_NAMES = ["hidden_states", "timestep", "encoder_hidden_states"]
 OUTPUT_NAMES = ["velocity"]
+FEATURES_OUTPUT = "vdm_features"
 
 
 class _Denoiser(nn.Module):
     """Positional-argument, tensor-out view of the transformer: what the exporter traces."""
 
-    def __init__(self, transformer: WanTransformer3DModel):
+    def __init__(self, transformer: WanTransformer3DModel, outputs: int = 1):
         super().__init__()
         self.transformer = transformer
+        self.outputs = outputs
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor,
-                encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.transformer(hidden_states=hidden_states, timestep=timestep,
-                                encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+                encoder_hidden_states: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        out = self.transformer(hidden_states=hidden_states, timestep=timestep,
+                               encoder_hidden_states=encoder_hidden_states, return_dict=False)
+        return out[0] if self.outputs == 1 else tuple(out[:self.outputs])
 
 
 def example_inputs(transformer: WanTransformer3DModel, batch_size: int = 1, num_frames: int = NUM_FRAMES,
@@ -52,7 +57,7 @@ def example_inputs(transformer: WanTransformer3DModel, batch_size: int = 1, num_
 
 def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_size: int = 1,
                     num_frames: int = NUM_FRAMES, image_size: int | tuple[int, int] = IMAGE_SIZE,
-                    caption_length: int = CAPTION_LENGTH, dynamic_batch: bool = True) -> Path:
+                    caption_length: int = CAPTION_LENGTH, dynamic_batch: bool = True, features: bool = False) -> Path:
     """Export one denoiser forward to ONNX.
 
     Args:
@@ -66,6 +71,8 @@ def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_
         caption_length (`int`, defaults to `32`): caption tokens; fixed in the graph.
         dynamic_batch (`bool`, defaults to `True`): make the batch axis symbolic, so one file serves
             any number of sampled futures.
+        features (`bool`, defaults to `False`): also output the transformer's last tokens, for a
+            planner whose action head reads them.
 
     Returns:
         `Path`: the written file (weights embedded; the models are small).
@@ -73,7 +80,9 @@ def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Export a float32 CPU copy so the caller's model keeps its device, dtype and train/eval mode.
-    module = _Denoiser(copy.deepcopy(transformer)).to("cpu", torch.float32).eval()
+    denoiser = copy.deepcopy(transformer)
+    module = _Denoiser(DenoiserWithFeatures(denoiser) if features else denoiser, outputs=2 if features else 1)
+    module = module.to("cpu", torch.float32).eval()
     dynamic_shapes = None
     if dynamic_batch:
         # torch.export specialises a traced size of 1 to a constant, so trace a batch of at least 2;
@@ -83,7 +92,8 @@ def export_vdm_onnx(transformer: WanTransformer3DModel, path: str | Path, batch_
         dynamic_shapes = {name: {0: batch} for name in INPUT_NAMES}
     inputs = example_inputs(transformer, batch_size, num_frames, image_size, caption_length)
     program = torch.onnx.export(module, tuple(inputs[name] for name in INPUT_NAMES), dynamo=True,
-                                input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
+                                input_names=INPUT_NAMES,
+                                output_names=OUTPUT_NAMES + [FEATURES_OUTPUT] if features else OUTPUT_NAMES,
                                 dynamic_shapes=dynamic_shapes, verbose=False)
     program.save(str(path), external_data=False)
     return path

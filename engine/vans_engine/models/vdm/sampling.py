@@ -142,9 +142,12 @@ class VideoDiffusionOutput(BaseOutput):
     Args:
         frames (`torch.Tensor`): ``(B * num_videos_per_prompt, K, 3, H, W)`` generated future frames,
             float in ``[-1, 1]`` (``output_type="pt"``) or uint8 (``output_type="uint8"``).
+        features (`torch.Tensor`, *optional*): ``(B * num_videos_per_prompt, K * Hp * Wp, C)``, the
+            transformer's tokens at step ``feature_step`` when it was asked for.
     """
 
     frames: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 class VideoDiffusionSampler:
@@ -202,6 +205,7 @@ class VideoDiffusionSampler:
         latents: torch.Tensor | None = None,
         output_type: str = "pt",
         return_dict: bool = True,
+        feature_step: int | None = None,
     ) -> VideoDiffusionOutput | tuple[torch.Tensor]:
         """Generate future frames.
 
@@ -217,12 +221,19 @@ class VideoDiffusionSampler:
                 drawn from `generator` when not given.
             output_type (`str`, defaults to `"pt"`): `"pt"` float in ``[-1, 1]`` or `"uint8"`.
             return_dict (`bool`, defaults to `True`): return a :class:`VideoDiffusionOutput`, else a tuple.
+            feature_step (`int`, *optional*): also return the transformer's tokens at this step (0 is the
+                first); the transformer must then return them second, as
+                :class:`~vans_engine.models.vdm.features.DenoiserWithFeatures` does.
 
         Returns:
-            :class:`VideoDiffusionOutput` or `tuple`: frames ``(B * num_videos_per_prompt, K, 3, H, W)``.
+            :class:`VideoDiffusionOutput` or `tuple`: frames ``(B * num_videos_per_prompt, K, 3, H, W)``
+            (and the tokens, when ``feature_step`` is given).
         """
         # 1. Check inputs
         self.check_inputs(context_frames, caption_tokens, num_inference_steps, output_type)
+        if feature_step is not None and not 0 <= feature_step < num_inference_steps:
+            raise ValueError(f"feature_step must be in [0, {num_inference_steps}) for {num_inference_steps} "
+                             f"steps, got {feature_step}")
         device, dtype = self.transformer.device, self.transformer.dtype
 
         # 2. Conditioning, repeated per sampled future
@@ -244,16 +255,19 @@ class VideoDiffusionSampler:
             latents = latents.to(device=device, dtype=dtype)
 
         # 5. Denoise
-        for t in self.scheduler.timesteps:
+        features = None
+        for step, t in enumerate(self.scheduler.timesteps):
             model_input = pack_model_input(latents, context)
-            velocity = self.transformer(hidden_states=model_input, timestep=t.expand(batch),
-                                        encoder_hidden_states=tokens, return_dict=False)[0]
-            latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+            out = self.transformer(hidden_states=model_input, timestep=t.expand(batch),
+                                   encoder_hidden_states=tokens, return_dict=False)
+            if step == feature_step:
+                features = out[1].float()
+            latents = self.scheduler.step(out[0], t, latents, return_dict=False)[0]
 
         # 6. Back to (B, K, 3, H, W) frames
         frames = latents.float().clamp(-1.0, 1.0).transpose(1, 2)
         if output_type == "uint8":
             frames = ((frames + 1.0) * 127.5).round().to(torch.uint8)
         if not return_dict:
-            return (frames,)
-        return VideoDiffusionOutput(frames=frames)
+            return (frames,) if features is None else (frames, features)
+        return VideoDiffusionOutput(frames=frames, features=features)

@@ -1,0 +1,144 @@
+"""An action head that reads the video model's features of the future instead of its pixels.
+
+The planner's VDM draws the next event in two denoising steps; :class:`InverseDynamicsModel` then
+reads the motion back from the drawn pixels, where a 64-pixel frame shows a move towards the camera
+in a few faint pixels. This head reads what the VDM's transformer knows about that future directly:
+its last block's output tokens (after the final norm, before the projection to pixels) at one
+denoising step, one token per 8x8 patch of each of the K future frames. It is the "predictive visual
+representation" of Video Prediction Policy (Hu et al., 2024), which acts from a video diffusion
+model's features at its first denoising step; at that step they hold the context frames and the
+caption's future, before any pixel is drawn.
+
+Layout: the VDM's tokens ``(B, K * Hp * Wp, C)`` (Wan's order: frame, then row, then column of
+patches) are averaged over ``pool x pool`` patches, each pooled cell is projected to ``cell_dim``, a
+frame's cells are joined (their position says where things are) into one vector, the
+proprioception at the current frame is added, and a temporal convolution lets each of the K actions
+see its neighbours, as in the pixel IDM's chunk head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
+
+VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
+
+
+class VideoFeatureIDM(ModelMixin, ConfigMixin):
+    """VDM tokens of the K future frames and the current proprioception -> K actions in [-1, 1].
+
+    Args:
+        feature_dim (`int`, defaults to 192): width of the VDM's tokens (its attention heads times
+            their dimension).
+        num_frames (`int`, defaults to 8): K, frames the VDM draws (its temporal patch is 1).
+        patch_grid (`tuple[int, int]`, defaults to `(8, 8)`): patches per frame, rows and columns
+            (frame height and width over the VDM's spatial patch size).
+        pool (`int`, defaults to 2): side of the square of patches averaged into one cell.
+        cell_dim (`int`, defaults to 48): width of a pooled cell after its projection.
+        hidden_dim (`int`, defaults to 256): width of a frame's feature and of the head.
+        action_dim (`int`, defaults to 4), state_dim (`int`, defaults to 4): dx, dy, dz, gripper; tool
+            point and gripper opening.
+        state_mean, state_std (`tuple[float, ...]`, *optional*): the training data's proprioception
+            statistics; the head reads ``(state - mean) / std``.
+        feature_step (`int`, defaults to 0): the denoising step whose tokens are read (0: the first,
+            from pure noise).
+        image_size (`int`, defaults to 64), cameras (`tuple[str, ...]`, defaults to `("desk",)`): the
+            views the planner's VDM draws, side by side; the planner checks them as it checks the
+            pixel IDM's.
+    """
+
+    config_name = "config.json"
+    reads_vdm_features = True
+    reads_state = True
+
+    @register_to_config
+    def __init__(self, feature_dim: int = 192, num_frames: int = 8, patch_grid: tuple[int, int] = (8, 8),
+                 pool: int = 2, cell_dim: int = 48, hidden_dim: int = 256, action_dim: int = 4, state_dim: int = 4,
+                 state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
+                 feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",)):
+        super().__init__()
+        rows, cols = (int(v) for v in patch_grid)
+        for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
+                            ("cell_dim", cell_dim), ("hidden_dim", hidden_dim), ("action_dim", action_dim),
+                            ("state_dim", state_dim), ("patch_grid rows", rows), ("patch_grid columns", cols)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if rows % pool or cols % pool:
+            raise ValueError(f"patch_grid {rows}x{cols} must be divisible by pool {pool}")
+        if feature_step < 0:
+            raise ValueError(f"feature_step must be >= 0, got {feature_step}")
+        if (state_mean is None) != (state_std is None):
+            raise ValueError("state_mean and state_std go together: give both or neither")
+        for stats in (state_mean, state_std):
+            if stats is not None and len(stats) != state_dim:
+                raise ValueError(f"state statistics need state_dim = {state_dim} entries, got {len(stats)}")
+        if state_std is not None and min(state_std) <= 0:
+            raise ValueError(f"state_std must be positive, got {state_std}")
+        cells = (rows // pool) * (cols // pool)
+        self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
+        self.frame = nn.Linear(cells * cell_dim, hidden_dim)
+        self.state = nn.Linear(state_dim, hidden_dim)
+        self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+        self.register_buffer("state_offset", torch.tensor(state_mean or [0.0] * state_dim), persistent=False)
+        self.register_buffer("state_scale", torch.tensor(state_std or [1.0] * state_dim), persistent=False)
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens of the VDM's output this head reads: K frames of ``patch_grid`` patches."""
+        rows, cols = self.config.patch_grid
+        return self.config.num_frames * rows * cols
+
+    def pool_features(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, K * Hp * Wp, C) VDM tokens -> (B, K, Hp / pool, Wp / pool, C), each cell the mean of its
+        ``pool x pool`` patches. Training caches this, a sixteenth of the tokens for pool 2 x 2."""
+        if features.ndim != 3 or features.shape[1:] != (self.num_tokens, self.config.feature_dim):
+            raise ValueError(f"VDM features must have shape (B, {self.num_tokens}, {self.config.feature_dim}) "
+                             f"(K x patch rows x patch columns tokens of the VDM's width), got {tuple(features.shape)}")
+        b, _, c = features.shape
+        (rows, cols), p = self.config.patch_grid, self.config.pool
+        grid = features.view(b, self.config.num_frames, rows // p, p, cols // p, p, c)
+        return grid.mean(dim=(3, 5))
+
+    def actions_from_pooled(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception -> (B, K, action_dim)."""
+        b, k = pooled.shape[:2]
+        if state.ndim != 2 or state.shape != (b, self.config.state_dim):
+            raise ValueError(f"state must have shape ({b}, {self.config.state_dim}), got {tuple(state.shape)}")
+        frames = self.frame(self.cell(pooled).reshape(b, k, -1))
+        normalized = (state.to(frames.dtype) - self.state_offset.to(frames.dtype)) / self.state_scale.to(frames.dtype)
+        frames = F.silu(frames + self.state(normalized)[:, None])
+        mixed = frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
+        return torch.tanh(self.head(mixed))
+
+    def forward(self, vdm_features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The exported graph: (B, K * Hp * Wp, C) VDM tokens and (B, state_dim) state -> (B, K, action_dim)."""
+        return self.actions_from_pooled(self.pool_features(vdm_features), state)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean squared error of the K actions where ``batch[ACTION_MASK]`` holds.
+
+        ``batch[VDM_FEATURES]`` holds pooled features (B, K, Hp / pool, Wp / pool, C), as
+        :meth:`pool_features` gives them; ``batch[STATE]`` (B, state_dim) the current proprioception;
+        ``batch[ACTIONS]`` (B, K, action_dim).
+        """
+        actions = batch[ACTIONS]
+        predicted = self.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
+        mask = batch.get(ACTION_MASK, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device))
+        weight = mask.float().unsqueeze(-1)
+        loss = ((predicted - actions) ** 2 * weight).sum() / (weight.sum() * actions.shape[-1]).clamp(min=1)
+        return loss, {"loss": loss.item(), "chunk_mse": loss.item()}
+
+    def example_inputs(self, batch_size: int, future_frames: int) -> dict[str, torch.Tensor]:
+        """Zero inputs of the exported graph's shapes, keyed by input name, for a planner of
+        ``future_frames`` K."""
+        if future_frames != self.config.num_frames:
+            raise ValueError(f"this head reads the VDM's tokens of {self.config.num_frames} frames, the planner "
+                             f"draws {future_frames}")
+        return {VDM_FEATURES: torch.zeros(batch_size, self.num_tokens, self.config.feature_dim),
+                "state": torch.zeros(batch_size, self.config.state_dim)}

@@ -1,0 +1,116 @@
+"""``feature-idm``: an action head on the planner's VDM tokens (``VideoFeatureIDM``).
+
+The planner's frozen VDM denoises each training sample's context and recorded caption on its own
+sampler (the checkpoint's scheduler and step count, one seeded noise draw per sample) and the head
+learns the recorded K actions from the transformer's tokens at ``feature_step``, plus the
+proprioception at the current frame. The VDM never changes here, so its tokens are computed once,
+pooled as the head pools them, and cached in ``OUTPUT_DIR/feature_cache.pt``: a resumed run reads
+them back instead of running the VDM again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
+from vans_engine.models.idm import VDM_FEATURES, VideoFeatureIDM
+from vans_engine.models.vdm.features import DenoiserWithFeatures
+from vans_engine.models.vdm.parameterization import as_denoiser
+from vans_engine.models.vdm.sampling import pack_model_input
+
+from vans_training.config import FeatureIDMTrainConfig
+from vans_training.data import NextEventData, to_model_frames, train_and_valid
+from vans_training.trainer import Stage
+
+FEATURE_CACHE = "feature_cache.pt"
+
+
+class FeatureIDMStage(Stage):
+    name = "feature-idm"
+    config_class = FeatureIDMTrainConfig
+
+    def __init__(self, config: FeatureIDMTrainConfig, device: torch.device):
+        super().__init__(config, device)
+        from vans_engine.planner import Planner
+
+        self.planner = Planner.from_pretrained(config.vdm_model, backend="torch")
+        self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames)
+        vdm, planner_config = self.planner.vdm.config, self.planner.config
+        (height, width), (_, patch_h, patch_w) = planner_config.frame_size, vdm.patch_size
+        state = self.train_data.state
+        self.model = VideoFeatureIDM(
+            feature_dim=vdm.num_attention_heads * vdm.attention_head_dim, num_frames=planner_config.future_frames,
+            patch_grid=(height // patch_h, width // patch_w), state_mean=state.mean(axis=0).tolist(),
+            state_std=np.maximum(state.std(axis=0), 1e-3).tolist(), feature_step=config.feature_step,
+            image_size=planner_config.image_size, cameras=planner_config.cameras, **config.head).to(device)
+        if config.feature_step >= planner_config.num_inference_steps:
+            raise ValueError(f"feature_step {config.feature_step} is past the {planner_config.num_inference_steps} "
+                             f"denoising steps of {config.vdm_model}")
+        self.train_cache = self.valid_cache = None
+
+    # -- the VDM's tokens, once -----------------------------------------------------------------------
+
+    def prepare(self, output_dir: Path, rank: int, world_size: int) -> None:
+        cache_file = output_dir / FEATURE_CACHE
+        valid_indices = self.valid_data.fixed_indices(self.config.eval_samples)
+        if cache_file.is_file():
+            cache = torch.load(cache_file)
+        else:
+            cache = {"train": self.vdm_tokens(self.train_data, np.arange(len(self.train_data)), "train"),
+                     "valid": self.vdm_tokens(self.valid_data, valid_indices, "valid")}
+            if rank == 0:
+                torch.save(cache, cache_file)
+        self.train_cache, self.valid_cache = cache["train"], cache["valid"]
+        self.valid_indices = valid_indices
+
+    @torch.no_grad()
+    def vdm_tokens(self, data: NextEventData, indices: np.ndarray, name: str) -> torch.Tensor:
+        """Pooled tokens (N, K, rows, cols, C) in float16 of the samples at ``indices``, each from the
+        noise drawn with its index as seed: the planner's denoising steps up to ``feature_step``."""
+        denoiser = DenoiserWithFeatures(as_denoiser(self.planner.vdm, self.planner.config.vdm_prediction))
+        scheduler = self.planner.scheduler
+        pooled = []
+        chunk = self.config.feature_batch_size
+        for start in tqdm(range(0, len(indices), chunk), desc=f"VDM tokens ({name})", dynamic_ncols=True):
+            picked = indices[start:start + chunk]
+            batch = data.batch(picked)
+            context = to_model_frames(batch.context, self.device)
+            tokens = torch.stack([self.planner._encode_caption(c) for c in batch.captions]).to(self.device)
+            sample = torch.stack([torch.randn(3, self.planner.config.future_frames, *context.shape[-2:],
+                                              generator=torch.Generator().manual_seed(int(i))) for i in picked])
+            sample = sample.to(self.device)
+            scheduler.set_timesteps(self.planner.config.num_inference_steps)
+            for step, t in enumerate(scheduler.timesteps[:self.config.feature_step + 1]):
+                velocity, features = denoiser(hidden_states=pack_model_input(sample, context),
+                                              timestep=t.expand(len(picked)).to(self.device),
+                                              encoder_hidden_states=tokens)
+                sample = scheduler.step(velocity, t, sample, return_dict=False)[0]
+            pooled.append(self.model.pool_features(features.float()).half().cpu())
+        return torch.cat(pooled)
+
+    # -- training ---------------------------------------------------------------------------------------
+
+    def tensors(self, data: NextEventData, indices: np.ndarray, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        batch = data.batch(indices)
+        return {VDM_FEATURES: features.float().to(self.device),
+                ACTIONS: torch.from_numpy(batch.actions).to(self.device),
+                ACTION_MASK: torch.from_numpy(batch.action_mask).to(self.device),
+                STATE: torch.from_numpy(batch.state[:, 0]).to(self.device)}
+
+    def compute_loss(self, rng: np.random.Generator):
+        picked = rng.integers(0, len(self.train_data), self.config.batch_size)
+        return self.forward_model.compute_loss(self.tensors(self.train_data, picked, self.train_cache[picked]))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        batch = self.tensors(self.valid_data, self.valid_indices, self.valid_cache)
+        predicted = self.model.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
+        mask = batch[ACTION_MASK]
+        error = (predicted - batch[ACTIONS])[mask]
+        return {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path)
