@@ -359,3 +359,4 @@ def test_video_feature_idm_learns_actions_from_tokens():
     assert losses[-1] < 0.3 * losses[0]
     changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
     assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())
+

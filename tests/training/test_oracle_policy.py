@@ -321,3 +321,17 @@ def test_closed_loop_table_expert_beats_random(tmp_path):
     assert (tmp_path / "expert-heldout" / "report.json").stat().st_mtime_ns != mtime
     settings = json.loads((tmp_path / "expert-heldout" / closed_loop.SETTINGS_FILE).read_text())
     assert settings["cameras"] == ["desk", "side"]
+
+
+def test_tools_that_read_true_frames_refuse_an_action_head_on_vdm_tokens(idm_folder, tmp_path):
+    """oracle-video, idm-eval and IDM-driven DAgger read actions from true frames: a planner's action
+    head on VDM tokens (VideoFeatureIDM) cannot, and is refused by name."""
+    from vans_engine.models.idm import VideoFeatureIDM
+    from vans_training.policies import load_idm
+
+    VideoFeatureIDM(feature_dim=32, num_frames=8, patch_grid=(8, 8), cell_dim=8, hidden_dim=32).save_pretrained(
+        tmp_path / "idm")
+    with pytest.raises(ValueError, match="reads the VDM's tokens, not frames: reading actions from true frames"):
+        load_idm(tmp_path / "idm")
+    idm, k = load_idm(idm_folder)
+    assert not idm.reads_vdm_features and k == 8

@@ -67,7 +67,8 @@ def load_idm(model: str | Path, future_frames: int | None = None):
     Returns ``(idm, future_frames)``. A planner checkpoint's ``model_index.json`` fixes K
     (``planner.future_frames``); for a bare IDM folder K is ``future_frames`` (8 when not given).
     """
-    from vans_engine.models.idm import InverseDynamicsModel
+    from vans_engine.models.idm import load_idm as load_action_model
+    from vans_engine.models.idm import require_frame_reader
 
     folder = Path(model)
     if (folder / "model_index.json").is_file() and (folder / "idm").is_dir():
@@ -84,7 +85,7 @@ def load_idm(model: str | Path, future_frames: int | None = None):
                          f"(config.json)")
     if k < 1:
         raise ValueError(f"future_frames must be >= 1, got {k}")
-    return InverseDynamicsModel.from_pretrained(folder).eval(), k
+    return require_frame_reader(load_action_model(folder), folder, "reading actions from true frames"), k
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:

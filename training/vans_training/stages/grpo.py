@@ -73,8 +73,11 @@ class GRPOStage(Stage):
         self.idm = self.planner.idm.to(device).eval()
         self.sim_reward = None
         if config.reward_weights.get("sim"):
+            from vans_engine.models.idm import require_frame_reader
+
             from vans_training.sim_reward import SimGroundedReward
 
+            require_frame_reader(self.idm, Path(config.model) / "idm", "the sim-grounded reward")
             self.sim_reward = SimGroundedReward(self.train_data)
         self.rollout_cache, self.rollout_uses = None, 0
 

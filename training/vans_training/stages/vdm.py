@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vans_engine.models.idm import InverseDynamicsModel
+from vans_engine.models.idm import InverseDynamicsModel, load_idm, require_frame_reader
 from vans_engine.models.vdm import (
     CaptionEncoder,
     VideoDiffusionSampler,
@@ -193,7 +193,8 @@ class VDMStage(Stage):
         if config.action_model:
             # frozen and outside self.model: it scores the videos, it is not trained (nor synchronised by DDP)
             folder = resolve_component_folder(config.action_model, "idm")
-            self.action_idm = InverseDynamicsModel.from_pretrained(folder).to(device).requires_grad_(False).eval()
+            idm = require_frame_reader(load_idm(folder), folder, "the action-consistency term (action_model)")
+            self.action_idm = idm.to(device).requires_grad_(False).eval()
 
     def build_model(self):
         """The denoiser being trained, wrapped per ``config.prediction``: the VDM at ``config.init_from``,

@@ -20,4 +20,12 @@ def load_idm(path: str | Path) -> InverseDynamicsModel | VideoFeatureIDM:
     return IDM_CLASSES[name].from_pretrained(path).eval()
 
 
-__all__ = ["IDMConfig", "IDM_CLASSES", "InverseDynamicsModel", "VDM_FEATURES", "VideoFeatureIDM", "load_idm"]
+def require_frame_reader(idm: InverseDynamicsModel | VideoFeatureIDM, where: str, purpose: str) -> InverseDynamicsModel:
+    """``idm`` if it reads frames; a ValueError naming ``where`` and ``purpose`` if it reads VDM tokens."""
+    if idm.reads_vdm_features:
+        raise ValueError(f"{where} is a VideoFeatureIDM, which reads the VDM's tokens, not frames: {purpose} "
+                         f"needs an InverseDynamicsModel")
+    return idm
+
+
+__all__ = ["IDMConfig", "IDM_CLASSES", "InverseDynamicsModel", "VDM_FEATURES", "VideoFeatureIDM", "load_idm", "require_frame_reader"]
