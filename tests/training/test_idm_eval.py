@@ -65,7 +65,7 @@ def test_the_recording_must_show_the_idms_cameras(tiny_dataset, tmp_path, capsys
 def test_the_shipped_two_camera_idm_reads_depth_the_desk_camera_misses(tmp_path):
     """models/idm-desk-side-64 verifies and loads as an IDM of both views; on held-out drawer episodes
     (the task whose motion runs most along the desk camera's line of sight) its dy error is well under
-    the shipped one-camera IDM's on the desk view of the same episodes."""
+    the shipped one-camera IDM's (models/idm-desk-64) on the desk view of the same episodes."""
     import subprocess
     import sys
     from pathlib import Path
@@ -79,7 +79,7 @@ def test_the_shipped_two_camera_idm_reads_depth_the_desk_camera_misses(tmp_path)
     idm, k = load_idm(models / "idm-desk-side-64")
     assert tuple(idm.config.cameras) == ("desk", "side") and k == 8 and idm.reads_state
     dy = {}
-    for name, cameras, model in (("one", "desk", "vans-desk-64"), ("two", "desk,side", "idm-desk-side-64")):
+    for name, cameras, model in (("one", "desk", "idm-desk-64"), ("two", "desk,side", "idm-desk-side-64")):
         data = tmp_path / name
         subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "open_drawer", "--episodes", "3",
                         "--split", "heldout", "--seed-start", "100000", "--cameras", cameras, "--perturb-fraction", "0",
