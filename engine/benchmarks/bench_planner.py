@@ -7,7 +7,9 @@ Times a planner of the default architecture (the one the shipped model trains) w
 latency does not depend on the weights, and every caption is decoded to the same 16 tokens. With
 ``--model DIR`` it times that checkpoint instead. On the CPU it also times the same architecture
 planning from two camera views side by side (64x128 frames: the VDM draws twice the tokens, the IDM
-reads both views), against one. Writes one JSON with every run and prints the ratios.
+reads both views), and acting from an action head on the VDM's tokens (``VideoFeatureIDM``, the shipped
+model's kind) instead of the pixel IDM, against the pixel IDM. Writes one JSON with every run and prints
+the ratios.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def main() -> None:
                 ratios["two_cameras_cost_over_one_plan_p50"] = both["plan_ms"]["p50"] / one["plan_ms"]["p50"]
                 ratios["two_cameras_cost_over_one_vdm_p50"] = both["stage_ms"]["vdm"]["p50"] / one["stage_ms"]["vdm"]["p50"]
                 ratios["two_cameras_cost_over_one_idm_p50"] = both["stage_ms"]["idm"]["p50"] / one["stage_ms"]["idm"]["p50"]
+                feature = tiny_checkpoint(Path(tmp) / "feature_idm", size="default", feature_idm=True)
+                runs["onnxruntime_feature_idm"] = run_bench(str(feature), "onnxruntime", "cpu", args.steps,
+                                                            args.repeats, (1, 16))
+                head = runs["onnxruntime_feature_idm"]
+                ratios["feature_idm_cost_over_pixel_idm_plan_p50"] = head["plan_ms"]["p50"] / one["plan_ms"]["p50"]
+                ratios["feature_idm_cost_over_pixel_idm_vdm_p50"] = head["stage_ms"]["vdm"]["p50"] / one["stage_ms"]["vdm"]["p50"]
+                ratios["feature_idm_cost_over_pixel_idm_idm_p50"] = head["stage_ms"]["idm"]["p50"] / one["stage_ms"]["idm"]["p50"]
         else:
             runs = {
                 "torch_bf16_cuda_graphs": run_bench(model, "torch", args.device, args.steps, args.repeats, (1, 16, 64)),
