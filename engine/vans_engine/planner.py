@@ -43,7 +43,7 @@ from vans_engine.backends import (
 )
 from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
 from vans_engine.models.idm import VDM_FEATURES, InverseDynamicsModel, VideoFeatureIDM, load_idm
-from vans_engine.models.vdm.features import DenoiserWithFeatures
+from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.modeling_vdm import load_vdm
 from vans_engine.models.vdm.parameterization import as_denoiser, check_prediction
 from vans_engine.models.vdm.sampling import VideoDiffusionSampler
@@ -455,13 +455,8 @@ class Planner:
 
 def check_feature_idm(idm: VideoFeatureIDM, vdm: WanTransformer3DModel, config: PlannerConfig, where: Path) -> None:
     """Raise a CheckpointError naming ``where`` unless the action head reads tokens this VDM makes."""
-    vdm_config = vdm.config
-    width = vdm_config.num_attention_heads * vdm_config.attention_head_dim
-    (height, frame_width), (_, patch_h, patch_w) = config.frame_size, vdm_config.patch_size
-    expected = {"feature_dim": width, "num_frames": config.future_frames,
-                "patch_grid": [height // patch_h, frame_width // patch_w]}
-    for name, value in expected.items():
-        if list(np.atleast_1d(idm.config[name])) != list(np.atleast_1d(value)):
+    for name, value in token_layout(vdm.config, config.frame_size, config.future_frames).items():
+        if tuple(np.atleast_1d(idm.config[name])) != tuple(np.atleast_1d(value)):  # patch_grid reads back as a list
             raise CheckpointError(f"{where}: {name} {idm.config[name]} does not match the VDM's tokens ({value})")
     if idm.config.feature_step >= config.num_inference_steps:
         raise CheckpointError(f"{where}: feature_step {idm.config.feature_step} is past the planner's "

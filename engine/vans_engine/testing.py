@@ -13,6 +13,7 @@ import torch
 
 from vans_engine.models.idm import InverseDynamicsModel, VideoFeatureIDM
 from vans_engine.models.vdm import CaptionEncoder, make_scheduler, make_vdm
+from vans_engine.models.vdm.features import token_layout
 from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
 from vans_engine.planner import Planner, PlannerConfig
 
@@ -54,9 +55,7 @@ def random_planner(size: str = "tiny", config: PlannerConfig | None = None, seed
     idm = InverseDynamicsModel(image_size=config.image_size, chunk_state=idm_state, cameras=config.cameras,
                                **sizes["idm"])
     if feature_idm:
-        (height, width), patch = config.frame_size, vdm.config.patch_size
-        idm = VideoFeatureIDM(feature_dim=vdm.config.num_attention_heads * vdm.config.attention_head_dim,
-                              num_frames=config.future_frames, patch_grid=(height // patch[1], width // patch[2]),
+        idm = VideoFeatureIDM(**token_layout(vdm.config, config.frame_size, config.future_frames),
                               image_size=config.image_size, cameras=config.cameras)
     if idm_state and not feature_idm:
         torch.nn.init.normal_(idm.chunk_state_proj.weight, std=0.5)

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
 from vans_engine.models.idm import VDM_FEATURES, VideoFeatureIDM
-from vans_engine.models.vdm.features import DenoiserWithFeatures
+from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.parameterization import as_denoiser
 from vans_engine.models.vdm.sampling import pack_model_input
 
@@ -38,12 +38,11 @@ class FeatureIDMStage(Stage):
 
         self.planner = Planner.from_pretrained(config.vdm_model, backend="torch")
         self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames)
-        vdm, planner_config = self.planner.vdm.config, self.planner.config
-        (height, width), (_, patch_h, patch_w) = planner_config.frame_size, vdm.patch_size
+        planner_config = self.planner.config
         state = self.train_data.state
         self.model = VideoFeatureIDM(
-            feature_dim=vdm.num_attention_heads * vdm.attention_head_dim, num_frames=planner_config.future_frames,
-            patch_grid=(height // patch_h, width // patch_w), state_mean=state.mean(axis=0).tolist(),
+            **token_layout(self.planner.vdm.config, planner_config.frame_size, planner_config.future_frames),
+            state_mean=state.mean(axis=0).tolist(),
             state_std=np.maximum(state.std(axis=0), 1e-3).tolist(), feature_step=config.feature_step,
             image_size=planner_config.image_size, cameras=planner_config.cameras, **config.head).to(device)
         if config.feature_step >= planner_config.num_inference_steps:

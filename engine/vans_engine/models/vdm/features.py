@@ -13,6 +13,14 @@ import torch
 from torch import nn
 
 
+def token_layout(vdm_config, frame_size: tuple[int, int], num_frames: int) -> dict:
+    """What a ``VideoFeatureIDM`` must be built with to read the tokens of the VDM of ``vdm_config``
+    drawing ``num_frames`` frames of ``frame_size`` (height, width): their width and patch grid."""
+    (height, width), (_, patch_h, patch_w) = frame_size, vdm_config.patch_size
+    return {"feature_dim": vdm_config.num_attention_heads * vdm_config.attention_head_dim,
+            "num_frames": num_frames, "patch_grid": (height // patch_h, width // patch_w)}
+
+
 class DenoiserWithFeatures(nn.Module):
     """A denoiser (the transformer, or a wrapper holding it as ``.transformer``) called as usual,
     returning ``(velocity, tokens)``: tokens ``(B, K * Hp * Wp, C)`` before the output projection."""
