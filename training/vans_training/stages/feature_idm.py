@@ -23,6 +23,7 @@ from vans_engine.models.vdm.sampling import pack_model_input
 
 from vans_training.config import FeatureIDMTrainConfig
 from vans_training.data import NextEventData, to_model_frames, train_and_valid
+from vans_training.stages.idm import IDMLoss
 from vans_training.trainer import Stage
 
 FEATURE_CACHE = "feature_cache.pt"
@@ -40,11 +41,12 @@ class FeatureIDMStage(Stage):
         self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames)
         planner_config = self.planner.config
         state = self.train_data.state
-        self.model = VideoFeatureIDM(
+        self.head = VideoFeatureIDM(
             **token_layout(self.planner.vdm.config, planner_config.frame_size, planner_config.future_frames),
             state_mean=state.mean(axis=0).tolist(),
             state_std=np.maximum(state.std(axis=0), 1e-3).tolist(), feature_step=config.feature_step,
             image_size=planner_config.image_size, cameras=planner_config.cameras, **config.head).to(device)
+        self.model = IDMLoss(self.head)  # its loss as forward, so that DDP synchronises the gradients
         if config.feature_step >= planner_config.num_inference_steps:
             raise ValueError(f"feature_step {config.feature_step} is past the {planner_config.num_inference_steps} "
                              f"denoising steps of {config.vdm_model}")
@@ -87,7 +89,7 @@ class FeatureIDMStage(Stage):
                                               timestep=t.expand(len(picked)).to(self.device),
                                               encoder_hidden_states=tokens)
                 sample = scheduler.step(velocity, t, sample, return_dict=False)[0]
-            pooled.append(self.model.pool_features(features.float()).half().cpu())
+            pooled.append(self.head.pool_features(features.float()).half().cpu())
         return torch.cat(pooled)
 
     # -- training ---------------------------------------------------------------------------------------
@@ -101,15 +103,15 @@ class FeatureIDMStage(Stage):
 
     def compute_loss(self, rng: np.random.Generator):
         picked = rng.integers(0, len(self.train_data), self.config.batch_size)
-        return self.forward_model.compute_loss(self.tensors(self.train_data, picked, self.train_cache[picked]))
+        return self.forward_model(self.tensors(self.train_data, picked, self.train_cache[picked]))
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         batch = self.tensors(self.valid_data, self.valid_indices, self.valid_cache)
-        predicted = self.model.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
+        predicted = self.head.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
         mask = batch[ACTION_MASK]
         error = (predicted - batch[ACTIONS])[mask]
         return {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
 
     def save_pretrained(self, path: Path) -> None:
-        self.model.save_pretrained(path)
+        self.head.save_pretrained(path)

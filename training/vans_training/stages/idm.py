@@ -32,9 +32,10 @@ from vans_training.trainer import Stage
 
 
 class IDMLoss(nn.Module):
-    """The IDM with its loss as ``forward``, so that DDP synchronises both heads' gradients."""
+    """An action model (pixel IDM or ``VideoFeatureIDM``) with its ``compute_loss`` as ``forward``, so
+    that DDP synchronises its gradients."""
 
-    def __init__(self, idm: InverseDynamicsModel):
+    def __init__(self, idm: nn.Module):
         super().__init__()
         self.idm = idm
 
