@@ -33,6 +33,20 @@ def clip(seed=0):
     return np.random.default_rng(seed).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
 
 
+# Two proprioception states (tool point x, y, z, gripper opening) far enough apart to change the actions.
+STATES = np.array([[0.1, -0.1, 0.6, 1.0], [-0.3, 0.1, 0.45, 0.0]], np.float32)
+
+
+def plans_on_both_backends(checkpoint, clips):
+    """The checkpoint's PyTorch and ONNX Runtime planners, and each one's plans for ``clips`` (two) with
+    :data:`STATES` and the same seed: ``(torch_planner, ort_planner, ort_plans, torch_plans)``."""
+    torch_planner = Planner.from_pretrained(checkpoint, backend="torch")
+    ort_planner = Planner.from_pretrained(checkpoint, backend="onnxruntime")
+    got, expected = (planner.plan_batch(clips, [INSTRUCTION] * len(clips), seed=0, states=STATES)
+                     for planner in (ort_planner, torch_planner))
+    return torch_planner, ort_planner, got, expected
+
+
 def copy_of(checkpoint, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(checkpoint, target, ignore=shutil.ignore_patterns("exported"))
@@ -238,16 +252,11 @@ def state_checkpoint(tmp_path_factory):
 def test_proprioception_reaches_the_actions_on_both_backends(state_checkpoint):
     """A checkpoint whose IDM reads proprioception: the state changes the actions, ONNX Runtime
     matches PyTorch with it, and planning without it (or with a bad one) is a clear error."""
-    torch_planner = Planner.from_pretrained(state_checkpoint, backend="torch")
-    ort_planner = Planner.from_pretrained(state_checkpoint, backend="onnxruntime")
+    torch_planner, ort_planner, got, expected = plans_on_both_backends(state_checkpoint, np.stack([clip(0), clip(0)]))
     assert ort_planner.needs_state and torch_planner.needs_state
-    states = np.array([[0.1, -0.1, 0.6, 1.0], [-0.3, 0.1, 0.45, 0.0]], np.float32)
-    clips = np.stack([clip(0), clip(0)])
-    got = ort_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
-    expected = torch_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g.actions, e.actions, atol=1e-4)
-    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in states)
+    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in STATES)
     np.testing.assert_array_equal(one.frames, other.frames)  # same clip and seed, same video ...
     assert np.abs(one.actions - other.actions).max() > 1e-3  # ... other state, other actions
     with pytest.raises(ValueError, match="reads proprioception"):
@@ -318,22 +327,17 @@ def test_an_action_head_on_the_vdms_tokens_plans_alike_on_both_backends(feature_
 
     index = json.loads((feature_checkpoint / "model_index.json").read_text())
     assert index["idm"] == ["vans_engine", "VideoFeatureIDM"]
-    torch_planner = Planner.from_pretrained(feature_checkpoint, backend="torch")
-    ort_planner = Planner.from_pretrained(feature_checkpoint, backend="onnxruntime")
+    _, ort_planner, got, expected = plans_on_both_backends(feature_checkpoint, np.stack([clip(0), clip(1)]))
     graph = onnx.load(feature_checkpoint / "exported" / "vdm" / "model.onnx").graph
     assert [o.name for o in graph.output] == ["velocity", "vdm_features"]
     assert ort_planner.needs_state
-    states = np.array([[0.1, -0.1, 0.6, 1.0], [-0.3, 0.1, 0.45, 0.0]], np.float32)
-    clips = np.stack([clip(0), clip(1)])
-    got = ort_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
-    expected = torch_planner.plan_batch(clips, [INSTRUCTION] * 2, seed=0, states=states)
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g.actions, e.actions, atol=1e-4)
         np.testing.assert_allclose(g.frames.astype(int), e.frames.astype(int), atol=2)
         assert g.actions.shape == (8, 4) and np.abs(g.actions).max() <= 1
-    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in states)
+    one, other = (ort_planner.plan(clip(0), INSTRUCTION, seed=0, state=state) for state in STATES)
     assert np.abs(one.actions - other.actions).max() > 1e-3
-    reseeded = ort_planner.plan(clip(0), INSTRUCTION, seed=1, state=states[0])
+    reseeded = ort_planner.plan(clip(0), INSTRUCTION, seed=1, state=STATES[0])
     assert np.abs(one.actions - reseeded.actions).max() > 1e-4  # other noise, other first-step tokens
     with pytest.raises(ValueError, match="reads proprioception"):
         ort_planner.plan(clip(), INSTRUCTION)
