@@ -353,3 +353,20 @@ def test_an_action_head_for_other_vdm_tokens_is_named(feature_checkpoint, tmp_pa
     write_model_index(target, json.loads((target / "model_index.json").read_text()))
     with pytest.raises(CheckpointError, match=r"idm/config.json: feature_dim 96 does not match"):
         Planner.from_pretrained(target, backend="torch")
+
+
+def test_an_action_head_on_a_two_camera_vdm_reads_both_views(tmp_path):
+    """A VideoFeatureIDM on the tokens of a VDM that draws the desk and side views side by side: its
+    patch grid is the wide frame's, ONNX Runtime matches PyTorch, and the side view moves the actions."""
+    folder = tiny_checkpoint(tmp_path / "ckpt", config=PlannerConfig(cameras=("desk", "side")), feature_idm=True)
+    head = json.loads((folder / "idm" / "config.json").read_text())
+    assert head["patch_grid"] == [8, 16] and head["cameras"] == ["desk", "side"]
+    _, ort_planner, got, expected = plans_on_both_backends(folder, np.stack([wide_clip(0), wide_clip(1)]))
+    for g, e in zip(got, expected):
+        assert g.frames.shape == (8, 64, 128, 3) and g.actions.shape == (8, 4)
+        np.testing.assert_allclose(g.actions, e.actions, atol=1e-4)
+    other_side = wide_clip(0)
+    other_side[..., 64:, :] = wide_clip(2)[..., 64:, :]
+    one, other = (ort_planner.plan(c, INSTRUCTION, seed=0, state=STATES[0]) for c in (wide_clip(0), other_side))
+    assert one.caption == other.caption  # the VLM reads the desk view only
+    assert np.abs(one.actions - other.actions).max() > 1e-4

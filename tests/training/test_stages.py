@@ -16,6 +16,7 @@ import torch
 from vans_training.config import (
     AlignmentConfig,
     DistillConfig,
+    FeatureIDMTrainConfig,
     IDMTrainConfig,
     VDMTrainConfig,
     VLMSFTConfig,
@@ -258,6 +259,7 @@ def test_random_shift_moves_each_view_on_its_own():
 
 def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path):
     from vans_engine.models.idm import InverseDynamicsModel
+    from vans_engine.testing import tiny_checkpoint
     from vans_sim.env import RoboDeskEnv
 
     from vans_training.data import NextEventData
@@ -282,6 +284,12 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     vlm_config = VLMSFTConfig(data=str(tmp_path / "dagger"), expert_branches=True, context_frames=1, anchor_every=2,
                               vlm=TINY_VLM)  # the VLM reads them too, captioned with the event in progress
     assert len(get_stage("vlm-sft")(vlm_config, torch.device("cpu")).train_data) == len(with_branches)
+    # and so does the action head on the VDM's tokens, with its planner's four context frames
+    feature_config = FeatureIDMTrainConfig(data=str(tmp_path / "dagger"), expert_branches=True, anchor_every=2,
+                                           vdm_model=str(tiny_checkpoint(tmp_path / "planner")))
+    branches_read = len(get_stage("feature-idm")(feature_config, torch.device("cpu")).train_data)
+    assert branches_read == len(NextEventData(tmp_path / "dagger", "train", expert_branches=True, anchor_every=2))
+    assert branches_read > len(NextEventData(dataset, "train", anchor_every=2))
     first = extended.batch(np.array([len(base)]))  # the first branch starts at the episode's reset
     env = RoboDeskEnv("push_red", image_size=64, split="train")
     np.testing.assert_array_equal(first.context[0, -1], env.reset(seed=1010)[0]["image"])
@@ -350,7 +358,6 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
     from vans_engine.testing import tiny_checkpoint
 
     from vans_training.assemble import assemble
-    from vans_training.config import FeatureIDMTrainConfig
     from vans_training.stages.feature_idm import FEATURE_CACHE
 
     planner_folder = tiny_checkpoint(tmp_path / "planner", PlannerConfig(num_inference_steps=2))

@@ -268,6 +268,8 @@ class FeatureIDMTrainConfig(TrainConfig):
         feature_step (`int`): the denoising step whose tokens the head reads (0: the first).
         head (`dict`): sizes forwarded to ``VideoFeatureIDM`` (``cell_dim``, ``hidden_dim``, ``pool``).
         feature_batch_size (`int`): samples per VDM call while the tokens are computed.
+        expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger
+            --driver planner``): the expert's next moves from the states the planner itself reaches.
     """
 
     output_dir: str = "runs/feature-idm"
@@ -275,6 +277,7 @@ class FeatureIDMTrainConfig(TrainConfig):
     feature_step: int = 0
     head: dict[str, Any] = field(default_factory=dict)
     feature_batch_size: int = 64
+    expert_branches: bool = False
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5

@@ -38,7 +38,8 @@ class FeatureIDMStage(Stage):
         from vans_engine.planner import Planner
 
         self.planner = Planner.from_pretrained(config.vdm_model, backend="torch")
-        self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames)
+        self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames,
+                                                           expert_branches=config.expert_branches)
         planner_config = self.planner.config
         state = self.train_data.state
         self.head = VideoFeatureIDM(
