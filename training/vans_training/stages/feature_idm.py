@@ -38,9 +38,12 @@ class FeatureIDMStage(Stage):
         from vans_engine.planner import Planner
 
         self.planner = Planner.from_pretrained(config.vdm_model, backend="torch")
-        self.train_data, self.valid_data = train_and_valid(config, context_frames=self.planner.config.context_frames,
-                                                           expert_branches=config.expert_branches)
         planner_config = self.planner.config
+        if config.feature_step >= planner_config.num_inference_steps:
+            raise ValueError(f"feature_step {config.feature_step} is past the {planner_config.num_inference_steps} "
+                             f"denoising steps of {config.vdm_model}")
+        self.train_data, self.valid_data = train_and_valid(config, context_frames=planner_config.context_frames,
+                                                           expert_branches=config.expert_branches)
         state = self.train_data.state
         self.head = VideoFeatureIDM(
             **token_layout(self.planner.vdm.config, planner_config.frame_size, planner_config.future_frames),
@@ -48,9 +51,6 @@ class FeatureIDMStage(Stage):
             state_std=np.maximum(state.std(axis=0), 1e-3).tolist(), feature_step=config.feature_step,
             image_size=planner_config.image_size, cameras=planner_config.cameras, **config.head).to(device)
         self.model = IDMLoss(self.head)  # its loss as forward, so that DDP synchronises the gradients
-        if config.feature_step >= planner_config.num_inference_steps:
-            raise ValueError(f"feature_step {config.feature_step} is past the {planner_config.num_inference_steps} "
-                             f"denoising steps of {config.vdm_model}")
         self.train_cache = self.valid_cache = None
 
     # -- the VDM's tokens, once -----------------------------------------------------------------------
