@@ -330,6 +330,7 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"pool": 3}, "must be divisible by pool 3"),
     ({"feature_step": -1}, "feature_step must be >= 0"),
     ({"state_std": [0.1, 0.1, 0.0, 0.1]}, "state_std must be positive"),
+    ({"num_members": 0}, "num_members must be >= 1"),
 ])
 def test_video_feature_idm_config_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -360,3 +361,37 @@ def test_video_feature_idm_learns_actions_from_tokens():
     changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
     assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())
 
+
+
+def test_video_feature_idm_ensemble_averages_its_members_and_saves(tmp_path):
+    """An ensemble's actions are its members' mean; the members start apart; it saves and loads whole."""
+    from vans_engine.models.idm import load_idm
+
+    torch.manual_seed(0)
+    model = feature_idm(num_members=3)
+    tokens, state = torch.randn(2, 4 * 16, 32), torch.tensor([[0.1, -0.1, 0.5, 1.0]] * 2)
+    pooled = model.pool_features(tokens)
+    members = model.member_actions(pooled, state)
+    assert members.shape == (3, 2, 4, 4)
+    assert (members[0] - members[1]).abs().max() > 1e-3
+    torch.testing.assert_close(model(tokens, state), members.mean(dim=0))
+    model.save_pretrained(tmp_path / "idm")
+    loaded = load_idm(tmp_path / "idm")
+    assert loaded.config.num_members == 3
+    torch.testing.assert_close(loaded(tokens, state), model(tokens, state))
+
+
+def test_video_feature_idm_ensemble_members_learn_from_their_own_sample_weights():
+    """A member whose bootstrap weights are all zero gets no gradient; bad weights are named."""
+    from vans_engine.constants import ACTIONS, STATE
+    from vans_engine.models.idm import MEMBER_WEIGHTS, VDM_FEATURES
+
+    model = feature_idm(num_members=2).train()
+    batch = {VDM_FEATURES: torch.randn(6, 4, 2, 2, 32), ACTIONS: torch.rand(6, 4, 4) * 2 - 1,
+             STATE: torch.zeros(6, 4), MEMBER_WEIGHTS: torch.stack([torch.ones(6), torch.zeros(6)])}
+    loss, _ = model.compute_loss(batch)
+    loss.backward()
+    first, second = (member.frame.weight.grad for member in model.members)
+    assert first.abs().sum() > 0 and second.abs().sum() == 0
+    with pytest.raises(ValueError, match=r"member_weights must have shape \(2, 6\)"):
+        model.compute_loss({**batch, MEMBER_WEIGHTS: torch.ones(3, 6)})

@@ -351,9 +351,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_
 
 
 def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cache(dataset, tmp_path):
-    """The action head on a planner's VDM tokens: the loss goes down, the tokens are computed once and
-    cached, a second run of more steps resumes from the checkpoint and the cache, and the head
-    assembles into a planner that plans from those tokens."""
+    """The action head on a planner's VDM tokens, an ensemble of two: the loss goes down, the tokens
+    are computed once and cached, a second run of more steps resumes from the checkpoint and the
+    cache, and the head assembles into a planner that plans from those tokens."""
     from vans_engine.planner import Planner, PlannerConfig
     from vans_engine.testing import tiny_checkpoint
 
@@ -363,11 +363,12 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
     planner_folder = tiny_checkpoint(tmp_path / "planner", PlannerConfig(num_inference_steps=2))
     out = tmp_path / "feature-idm"
     fields = dict(vdm_model=str(planner_folder), lr=3e-3, min_lr=3e-3, eval_freq=6, save_freq=6, batch_size=16,
-                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32})
+                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32, "num_members": 2})
     run_stage("feature-idm", FeatureIDMTrainConfig, dataset, out, max_steps=12, **fields)
     assert_loss_goes_down(out)
     evaluation = read_log(out, "eval")
     assert evaluation and np.isfinite(evaluation[-1]["chunk_mse"])
+    assert np.isfinite(evaluation[-1]["member_chunk_mse"])  # one member alone, beside the ensemble
     cache = torch.load(out / FEATURE_CACHE)
     assert cache["train"].dtype == torch.float16 and cache["train"].shape[1:] == (8, 4, 4, 64)
     cached_at = (out / FEATURE_CACHE).stat().st_mtime
@@ -377,7 +378,7 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
 
     planner = Planner.from_pretrained(assemble(planner_folder / "vlm", planner_folder / "vdm", out, 2,
                                                tmp_path / "assembled"), backend="onnxruntime")
-    assert planner.idm.reads_vdm_features and planner.needs_state
+    assert planner.idm.reads_vdm_features and planner.needs_state and planner.idm.config.num_members == 2
     frames = np.zeros((4, 64, 64, 3), np.uint8)
     plan = planner.plan(frames, "push the red button", state=np.array([0.0, -0.1, 0.5, 1.0], np.float32), seed=0)
     assert plan.actions.shape == (8, 4) and np.isfinite(plan.actions).all()

@@ -266,7 +266,8 @@ class FeatureIDMTrainConfig(TrainConfig):
         vdm_model (`str`): the planner checkpoint whose VDM, scheduler, denoising steps and caption
             encoder make the tokens, as they will at run time.
         feature_step (`int`): the denoising step whose tokens the head reads (0: the first).
-        head (`dict`): sizes forwarded to ``VideoFeatureIDM`` (``cell_dim``, ``hidden_dim``, ``pool``).
+        head (`dict`): sizes forwarded to ``VideoFeatureIDM`` (``cell_dim``, ``hidden_dim``, ``pool``,
+            ``num_members``: an ensemble of that many heads, each trained on its own bootstrap weights).
         feature_batch_size (`int`): samples per VDM call while the tokens are computed.
         expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger
             --driver planner``): the expert's next moves from the states the planner itself reaches.

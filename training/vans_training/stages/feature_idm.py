@@ -6,6 +6,10 @@ learns the recorded K actions from the transformer's tokens at ``feature_step``,
 proprioception at the current frame. The VDM never changes here, so its tokens are computed once,
 pooled as the head pools them, and cached in ``OUTPUT_DIR/feature_cache.pt``: a resumed run reads
 them back instead of running the VDM again.
+
+A head of several members (``head: {num_members: M}``, an ensemble) trains them side by side on the
+same batches, each sample weighted for each member by a draw from Poisson(1): the online bootstrap,
+so that the members differ in the data they saw as well as in their initial weights.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
-from vans_engine.models.idm import VDM_FEATURES, VideoFeatureIDM
+from vans_engine.models.idm import MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
 from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.parameterization import as_denoiser
 from vans_engine.models.vdm.sampling import pack_model_input
@@ -104,15 +108,23 @@ class FeatureIDMStage(Stage):
 
     def compute_loss(self, rng: np.random.Generator):
         picked = rng.integers(0, len(self.train_data), self.config.batch_size)
-        return self.forward_model(self.tensors(self.train_data, picked, self.train_cache[picked]))
+        batch = self.tensors(self.train_data, picked, self.train_cache[picked])
+        if self.head.config.num_members > 1:
+            weights = rng.poisson(1.0, (self.head.config.num_members, len(picked)))
+            batch[MEMBER_WEIGHTS] = torch.from_numpy(weights).float().to(self.device)
+        return self.forward_model(batch)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         batch = self.tensors(self.valid_data, self.valid_indices, self.valid_cache)
-        predicted = self.head.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
+        members = self.head.member_actions(batch[VDM_FEATURES], batch[STATE])
         mask = batch[ACTION_MASK]
-        error = (predicted - batch[ACTIONS])[mask]
-        return {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
+        error = (members.mean(dim=0) - batch[ACTIONS])[mask]
+        metrics = {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
+        if len(members) > 1:  # what one member alone scores, to see what the mean adds
+            member_error = (members - batch[ACTIONS][None])[:, mask]
+            metrics["member_chunk_mse"] = float((member_error**2).mean())
+        return metrics
 
     def save_pretrained(self, path: Path) -> None:
         self.head.save_pretrained(path)

@@ -14,6 +14,11 @@ patches) are averaged over ``pool x pool`` patches, each pooled cell is projecte
 frame's cells are joined (their position says where things are) into one vector, the
 proprioception at the current frame is added, and a temporal convolution lets each of the K actions
 see its neighbours, as in the pixel IDM's chunk head.
+
+With ``num_members`` > 1 the head is an ensemble: that many such heads, each from its own initial
+weights and trained on its own bootstrap weighting of the samples, read the same pooled tokens and
+their actions are averaged. Heads trained alike from different seeds go to different buttons when the
+tokens leave them in doubt; their mean is the steadier plan, at a cost that is nothing beside the VDM.
 """
 
 from __future__ import annotations
@@ -27,6 +32,26 @@ from torch import nn
 from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
 
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
+MEMBER_WEIGHTS = "member_weights"  # optional batch key: (num_members, B) float, each member's sample weights
+
+
+class _ActionHead(nn.Module):
+    """One member: pooled cells -> per-frame features (+ proprioception) -> temporal mix -> K actions."""
+
+    def __init__(self, feature_dim: int, cells: int, cell_dim: int, hidden_dim: int, action_dim: int, state_dim: int):
+        super().__init__()
+        self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
+        self.frame = nn.Linear(cells * cell_dim, hidden_dim)
+        self.state = nn.Linear(state_dim, hidden_dim)
+        self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
+        self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+
+    def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+        b, k = pooled.shape[:2]
+        frames = self.frame(self.cell(pooled).reshape(b, k, -1))
+        frames = F.silu(frames + self.state(normalized_state)[:, None])
+        mixed = frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
+        return torch.tanh(self.head(mixed))
 
 
 class VideoFeatureIDM(ModelMixin, ConfigMixin):
@@ -50,6 +75,7 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         image_size (`int`, defaults to 64), cameras (`tuple[str, ...]`, defaults to `("desk",)`): the
             views the planner's VDM draws, side by side; the planner checks them as it checks the
             pixel IDM's.
+        num_members (`int`, defaults to 1): heads whose actions are averaged (an ensemble).
     """
 
     config_name = "config.json"
@@ -60,12 +86,14 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
     def __init__(self, feature_dim: int = 192, num_frames: int = 8, patch_grid: tuple[int, int] = (8, 8),
                  pool: int = 2, cell_dim: int = 48, hidden_dim: int = 256, action_dim: int = 4, state_dim: int = 4,
                  state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
-                 feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",)):
+                 feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",),
+                 num_members: int = 1):
         super().__init__()
         rows, cols = (int(v) for v in patch_grid)
         for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
                             ("cell_dim", cell_dim), ("hidden_dim", hidden_dim), ("action_dim", action_dim),
-                            ("state_dim", state_dim), ("patch_grid rows", rows), ("patch_grid columns", cols)):
+                            ("state_dim", state_dim), ("patch_grid rows", rows), ("patch_grid columns", cols),
+                            ("num_members", num_members)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if rows % pool or cols % pool:
@@ -80,11 +108,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         if state_std is not None and min(state_std) <= 0:
             raise ValueError(f"state_std must be positive, got {state_std}")
         cells = (rows // pool) * (cols // pool)
-        self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
-        self.frame = nn.Linear(cells * cell_dim, hidden_dim)
-        self.state = nn.Linear(state_dim, hidden_dim)
-        self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
-        self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+        self.members = nn.ModuleList(_ActionHead(feature_dim, cells, cell_dim, hidden_dim, action_dim, state_dim)
+                                     for _ in range(num_members))
         self.register_buffer("state_offset", torch.tensor(state_mean or [0.0] * state_dim), persistent=False)
         self.register_buffer("state_scale", torch.tensor(state_std or [1.0] * state_dim), persistent=False)
 
@@ -105,33 +130,45 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         grid = features.view(b, self.config.num_frames, rows // p, p, cols // p, p, c)
         return grid.mean(dim=(3, 5))
 
-    def actions_from_pooled(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception -> (B, K, action_dim)."""
-        b, k = pooled.shape[:2]
+    def member_actions(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception ->
+        (num_members, B, K, action_dim), each member's actions."""
+        b = pooled.shape[0]
         if state.ndim != 2 or state.shape != (b, self.config.state_dim):
             raise ValueError(f"state must have shape ({b}, {self.config.state_dim}), got {tuple(state.shape)}")
-        frames = self.frame(self.cell(pooled).reshape(b, k, -1))
-        normalized = (state.to(frames.dtype) - self.state_offset.to(frames.dtype)) / self.state_scale.to(frames.dtype)
-        frames = F.silu(frames + self.state(normalized)[:, None])
-        mixed = frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
-        return torch.tanh(self.head(mixed))
+        normalized = (state.to(pooled.dtype) - self.state_offset.to(pooled.dtype)) / self.state_scale.to(pooled.dtype)
+        return torch.stack([member(pooled, normalized) for member in self.members])
+
+    def actions_from_pooled(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception -> (B, K,
+        action_dim), the members' mean."""
+        return self.member_actions(pooled, state).mean(dim=0)
 
     def forward(self, vdm_features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The exported graph: (B, K * Hp * Wp, C) VDM tokens and (B, state_dim) state -> (B, K, action_dim)."""
         return self.actions_from_pooled(self.pool_features(vdm_features), state)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean squared error of the K actions where ``batch[ACTION_MASK]`` holds.
+        """Each member's mean squared error of the K actions where ``batch[ACTION_MASK]`` holds,
+        averaged over the members: each learns alone, the ensemble is only their mean at run time.
 
         ``batch[VDM_FEATURES]`` holds pooled features (B, K, Hp / pool, Wp / pool, C), as
         :meth:`pool_features` gives them; ``batch[STATE]`` (B, state_dim) the current proprioception;
-        ``batch[ACTIONS]`` (B, K, action_dim).
+        ``batch[ACTIONS]`` (B, K, action_dim); ``batch[MEMBER_WEIGHTS]``, optional (num_members, B),
+        each member's weight of each sample (a bootstrap of the data, so that members differ in what
+        they saw as well as where they started).
         """
         actions = batch[ACTIONS]
-        predicted = self.actions_from_pooled(batch[VDM_FEATURES], batch[STATE])
+        predicted = self.member_actions(batch[VDM_FEATURES], batch[STATE])
+        members, b = predicted.shape[:2]
         mask = batch.get(ACTION_MASK, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device))
-        weight = mask.float().unsqueeze(-1)
-        loss = ((predicted - actions) ** 2 * weight).sum() / (weight.sum() * actions.shape[-1]).clamp(min=1)
+        sample_weights = batch.get(MEMBER_WEIGHTS, torch.ones(members, b, device=actions.device))
+        if sample_weights.shape != (members, b):
+            raise ValueError(f"{MEMBER_WEIGHTS} must have shape ({members}, {b}), got {tuple(sample_weights.shape)}")
+        weight = (mask.float()[None] * sample_weights.float()[:, :, None]).unsqueeze(-1)  # (members, B, K, 1)
+        squared = ((predicted - actions[None]) ** 2 * weight).sum(dim=(1, 2, 3))
+        per_member = squared / (weight.sum(dim=(1, 2, 3)) * actions.shape[-1]).clamp(min=1e-6)
+        loss = per_member.mean()
         return loss, {"loss": loss.item(), "chunk_mse": loss.item()}
 
     def example_inputs(self, batch_size: int, future_frames: int) -> dict[str, torch.Tensor]:
