@@ -395,3 +395,25 @@ def test_video_feature_idm_ensemble_members_learn_from_their_own_sample_weights(
     assert first.abs().sum() > 0 and second.abs().sum() == 0
     with pytest.raises(ValueError, match=r"member_weights must have shape \(2, 6\)"):
         model.compute_loss({**batch, MEMBER_WEIGHTS: torch.ones(3, 6)})
+
+
+def test_video_feature_idm_medoid_vote_follows_the_majority_and_exports(tmp_path):
+    """With two members alike and a third apart, the medoid plan is the pair's (the mean is not);
+    the vote runs the same in ONNX Runtime at any batch size."""
+    from vans_engine.export import export_idm_onnx
+
+    torch.manual_seed(0)
+    model = feature_idm(num_members=3, ensemble_vote="medoid")
+    model.members[1].load_state_dict(model.members[0].state_dict())
+    tokens, state = torch.randn(3, 4 * 16, 32), torch.tensor([[0.1, -0.1, 0.5, 1.0]] * 3)
+    members = model.member_actions(model.pool_features(tokens), state)
+    torch.testing.assert_close(model(tokens, state), members[0])
+    assert (members.mean(dim=0) - members[0]).abs().max() > 1e-3
+    session = ort.InferenceSession(str(export_idm_onnx(model, tmp_path / "idm.onnx", future_frames=4)),
+                                   providers=["CPUExecutionProvider"])
+    for batch in (1, 3):
+        feeds = {"vdm_features": tokens[:batch].numpy(), "state": state[:batch].numpy()}
+        np.testing.assert_allclose(session.run(None, feeds)[0], model(tokens[:batch], state[:batch]).detach().numpy(),
+                                   atol=1e-5)
+    with pytest.raises(ValueError, match="ensemble_vote must be one of mean, medoid"):
+        feature_idm(ensemble_vote="majority")

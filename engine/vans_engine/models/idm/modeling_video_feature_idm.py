@@ -16,9 +16,11 @@ proprioception at the current frame is added, and a temporal convolution lets ea
 see its neighbours, as in the pixel IDM's chunk head.
 
 With ``num_members`` > 1 the head is an ensemble: that many such heads, each from its own initial
-weights and trained on its own bootstrap weighting of the samples, read the same pooled tokens and
-their actions are averaged. Heads trained alike from different seeds go to different buttons when the
-tokens leave them in doubt; their mean is the steadier plan, at a cost that is nothing beside the VDM.
+weights and trained on its own bootstrap weighting of the samples, read the same pooled tokens. Heads
+trained alike from different seeds go to different buttons when the tokens leave them in doubt, so
+their mean can be a motion towards neither; ``ensemble_vote`` picks how the members' plans become
+one: ``"mean"`` averages them, ``"medoid"`` takes the plan of the member closest to all the others
+(a vote for the motion most of them agree on). Either costs nothing beside the VDM.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
 
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
 MEMBER_WEIGHTS = "member_weights"  # optional batch key: (num_members, B) float, each member's sample weights
+ENSEMBLE_VOTES = ("mean", "medoid")
 
 
 class _ActionHead(nn.Module):
@@ -75,7 +78,9 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         image_size (`int`, defaults to 64), cameras (`tuple[str, ...]`, defaults to `("desk",)`): the
             views the planner's VDM draws, side by side; the planner checks them as it checks the
             pixel IDM's.
-        num_members (`int`, defaults to 1): heads whose actions are averaged (an ensemble).
+        num_members (`int`, defaults to 1): heads read side by side (an ensemble).
+        ensemble_vote (`str`, defaults to `"mean"`): how an ensemble's plans become one, `"mean"` or
+            `"medoid"` (the member whose K actions are nearest, in summed Euclidean distance, to the others').
     """
 
     config_name = "config.json"
@@ -87,7 +92,7 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                  pool: int = 2, cell_dim: int = 48, hidden_dim: int = 256, action_dim: int = 4, state_dim: int = 4,
                  state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
                  feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",),
-                 num_members: int = 1):
+                 num_members: int = 1, ensemble_vote: str = "mean"):
         super().__init__()
         rows, cols = (int(v) for v in patch_grid)
         for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
@@ -96,6 +101,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                             ("num_members", num_members)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
+        if ensemble_vote not in ENSEMBLE_VOTES:
+            raise ValueError(f"ensemble_vote must be one of {', '.join(ENSEMBLE_VOTES)}, got {ensemble_vote!r}")
         if rows % pool or cols % pool:
             raise ValueError(f"patch_grid {rows}x{cols} must be divisible by pool {pool}")
         if feature_step < 0:
@@ -141,8 +148,16 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
 
     def actions_from_pooled(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception -> (B, K,
-        action_dim), the members' mean."""
-        return self.member_actions(pooled, state).mean(dim=0)
+        action_dim), the members' plans joined by ``ensemble_vote``."""
+        members = self.member_actions(pooled, state)
+        if self.config.ensemble_vote == "mean":
+            return members.mean(dim=0)
+        # Euclidean, not squared: the squared distances' sum is least for the member nearest the mean,
+        # which is the mean's compromise again; the plain distances' sum is least inside the majority.
+        flat = members.flatten(2).transpose(0, 1)  # (B, members, K * action_dim)
+        distance = ((flat[:, :, None] - flat[:, None]) ** 2).sum(dim=3).sqrt().sum(dim=2)  # (B, members)
+        chosen = distance.argmin(dim=1)[:, None, None, None].expand(-1, 1, *members.shape[2:])
+        return members.transpose(0, 1).gather(1, chosen).squeeze(1)
 
     def forward(self, vdm_features: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The exported graph: (B, K * Hp * Wp, C) VDM tokens and (B, state_dim) state -> (B, K, action_dim)."""
