@@ -1,6 +1,7 @@
-"""The shipped VLM that reads proprioception (``models/vlm-desk-64-state``) against the planner's VLM,
-on held-out pick episodes recorded here: the gripper's opening and height tell it which step of the
-pick is next, which the 64-pixel view alone leaves open."""
+"""The shipped VLM that reads proprioception (``models/vlm-desk-64-state``, the planner's VLM in
+``models/vans-desk-64``) against the VLM before it (``models/vans-desk-64-sft``), on held-out pick
+episodes recorded here: the gripper's opening and height tell it which step of the pick is next, which
+the 64-pixel view alone leaves open."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 def test_the_vlm_that_reads_proprioception_names_the_pick_steps(tmp_path):
     verify_checkpoint(MODELS / "vlm-desk-64-state")
     with_state = NextEventVLM.from_pretrained(MODELS / "vlm-desk-64-state")
-    without = NextEventVLM.from_pretrained(MODELS / "vans-desk-64" / "vlm")
+    without = NextEventVLM.from_pretrained(MODELS / "vans-desk-64-sft" / "vlm")
     assert with_state.reads_state and not without.reads_state
+    shipped = MODELS / "vans-desk-64" / "vlm" / "model.safetensors"
+    assert shipped.read_bytes() == (MODELS / "vlm-desk-64-state" / "model.safetensors").read_bytes()
     subprocess.run([sys.executable, "-m", "vans_sim.cli", "record", "--tasks", "flat_block_in_bin,lift_upright_block",
                     "--episodes", "2", "--split", "heldout", "--seed-start", "100000", "--perturb-fraction", "0",
                     "--out", str(tmp_path / "data"), "--quiet"], check=True)
