@@ -70,7 +70,8 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     assert 0.0 <= state.position[3] <= 1.0
 
     start = sim.ee_pos.copy()
-    plan = np.tile(np.array([[1.0, 0.0, 0.0, -1.0]], np.float32), (8, 1))
+    # long enough that the steps run before it arrives (skipped as late) leave more than execute_actions
+    plan = np.tile(np.array([[1.0, 0.0, 0.0, -1.0]], np.float32), (40, 1))
     robot.plan_pub.publish(actions_to_trajectory(-plan, Header(), 0.05, 0.02))  # stamped before the episode
     time.sleep(0.3)
     assert abs(sim.ee_pos[0] - start[0]) < 0.005  # ... so not executed
@@ -78,7 +79,7 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     robot.plan_pub.publish(actions_to_trajectory(plan, Header(stamp=robot.frames[-1].header.stamp), 0.05, 0.02))
     wait_for(lambda: sim.ee_pos[0] - start[0] > 0.05, timeout=10, what="the tool to move +x with the plan")
     moved = sim.ee_pos[0] - start[0]
-    assert moved < 4 * 0.02 + 0.01  # only execute_actions=4 of the 8 actions were run
+    assert moved < 4 * 0.02 + 0.01  # only execute_actions=4 of the 40 actions were run
 
     start = sim.ee_pos.copy()
     for _ in range(40):  # a servo streams twists; each is executed for at most cmd_timeout_s
@@ -92,6 +93,34 @@ def test_sim_camera_executes_plans_and_twists_and_reports_episodes(spinner):
     assert [e["episode"] for e in robot.episodes] == [0, 1] and [e["seed"] for e in robot.episodes] == [0, 1]
     assert all(e["task"] == "push_red" and e["steps"] <= 300 for e in robot.episodes)
     assert robot.successes == [e["success"] for e in robot.episodes]
+
+
+def test_sim_camera_starts_a_late_plan_at_the_action_due_now(ros):
+    """A plan stamped with the frame of step 2 that arrives after step 5 starts at its action 3: the
+    tool has already run three steps past that frame. Stepped by hand, so the count is exact."""
+    sim = SimCameraNode(parameter_overrides=[Parameter("execute_actions", value=3)])
+    later = SimCameraNode(parameter_overrides=[Parameter("execute_actions", value=3),
+                                               Parameter("skip_late_actions", value=False)])
+    try:
+        plan = np.stack([np.linspace(-0.7, 0.7, 8), np.zeros(8), np.zeros(8), -np.ones(8)], axis=1).astype(np.float32)
+        stamps = {sim: [], later: []}
+        for node in (sim, later):
+            node.pub_image.publish = lambda msg, node=node: stamps[node].append(msg.header.stamp)
+            for _ in range(6):  # the reset's frame, then five steps' frames
+                node._step()
+            node._on_plan(actions_to_trajectory(plan, Header(stamp=stamps[node][2]), 0.05, 0.02))
+        np.testing.assert_allclose(sim._queued, plan[3:6], atol=1e-6)
+        np.testing.assert_allclose(later._queued, plan[:3], atol=1e-6)  # skip_late_actions false: from the first
+
+        # a plan whose actions were all due before now is dropped, and the queue kept
+        stale = actions_to_trajectory(plan[:2], Header(stamp=stamps[sim][0]), 0.05, 0.02)
+        sim._on_plan(stale)
+        np.testing.assert_allclose(sim._queued, plan[3:6], atol=1e-6)
+        assert sim._next_action()[0] == pytest.approx(plan[3, 0], abs=1e-6)
+    finally:
+        for node in (sim, later):
+            node.close()
+            node.destroy_node()
 
 
 def test_sim_camera_renders_the_cameras_asked_for(spinner):

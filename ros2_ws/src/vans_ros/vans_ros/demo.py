@@ -125,10 +125,11 @@ def run(args: argparse.Namespace, ros_args: list[str] | None = None) -> dict:
             for node in (planner, sim, recorder):
                 executor.remove_node(node)
                 node.destroy_node()
-    return _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, elapsed)
+    ros_options = ros_args[ros_args.index("--ros-args"):] if ros_args and "--ros-args" in ros_args else []
+    return _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, elapsed, ros_options)
 
 
-def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, elapsed) -> dict:
+def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, elapsed, ros_options) -> dict:
     import imageio.v2 as imageio
 
     gif = args.out / "camera_vs_foreseen.gif"
@@ -154,8 +155,10 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
         lines += ["> **The planner is UNTRAINED** (`" + str(model_dir) + "`): no trained model is shipped at "
                   "`models/vans-desk-64` yet, so this run uses a tiny random checkpoint. It shows the ROS loop "
                   "working, not a policy: expect no successes.", ""]
-    max_steps = f" --max-steps {args.max_steps}" if args.max_steps else ""
-    lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{max_steps} --task {args.task} --seed {args.seed}`",
+    options = (f" --max-steps {args.max_steps}" if args.max_steps else "") + (f" --model {args.model}" if args.model else "")
+    ros_options = "".join(f" {option}" for option in ros_options)
+    lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{options} --task {args.task} --seed {args.seed}"
+              f"{ros_options}`",
               f"- model: `{model_dir}` ({'trained' if trained else 'untrained'}), backend {report['backend']}",
               f"- task: `{args.task}` ({sim.task.instruction!r}), held-out split",
               f"- success: **{sum(e['success'] for e in episodes)}/{len(episodes)}** episodes"

@@ -3,8 +3,12 @@
     vans-ros-sim-camera --ros-args -p task:=push_red -r action_plan:=/planner/action_plan -r cmd:=/planner/cmd
 
 Every control period (wall time, ``step_rate_hz``) it steps the simulator with the next queued
-action of the newest ``action_plan`` (its first ``execute_actions`` actions), or else with the newest
-``cmd`` twist if it is younger than ``cmd_timeout_s``, or else holds still, and publishes the frame.
+action of the newest ``action_plan`` (``execute_actions`` of them), or else with the newest ``cmd``
+twist if it is younger than ``cmd_timeout_s``, or else holds still, and publishes the frame.
+
+A plan is stamped with the frame it was planned on and arrives some steps later; as a trajectory
+controller does, the node starts it at the action due now (``skip_late_actions``), not at its first:
+the steps run while the planner was busy already moved the tool past the first ones.
 
 - out: ``camera/image_raw`` (rgb8, sensor-data QoS), ``joint_states`` (``sensor_msgs/JointState``:
   ``ee_x``, ``ee_y``, ``ee_z`` in metres and ``gripper`` opening 0-1, published just before each frame
@@ -55,6 +59,8 @@ PARAMETERS = [
                   check=non_negative, rule=">= 0"),
     ParameterSpec("execute_actions", 4, "actions of each received plan that are executed before holding still",
                   check=positive, rule=">= 1"),
+    ParameterSpec("skip_late_actions", True, "start each plan at the action due now: skip one action per step run "
+                  "since the frame the plan is stamped with; false = from its first action, however late"),
     ParameterSpec("cmd_timeout_s", 0.5, "a cmd twist older than this is not executed", check=positive, rule="> 0"),
     ParameterSpec("max_step_m", 0.02, "metres per unit action per step: the inverse of the planner's scaling",
                   check=positive, rule="> 0"),
@@ -91,7 +97,8 @@ class SimCameraNode(Node):
         self._cmd: tuple[float, TwistStamped] | None = None
         self._gripper = -1.0  # open, as every episode starts
         self._episode_start_s = 0.0
-        self.episode, self.results = 0, []
+        self._frame_steps: dict[tuple[int, int], int] = {}  # this episode's frame stamps -> steps run by then
+        self.episode, self.results, self.steps = 0, [], 0
         self.done = False
 
         self.pub_image = self.create_publisher(Image, "camera/image_raw", qos_profile_sensor_data)
@@ -119,7 +126,21 @@ class SimCameraNode(Node):
         with self._lock:
             if plan_messages.time_to_seconds(msg.header.stamp) < self._episode_start_s:
                 return  # planned on a frame of the previous episode
-            self._queued = actions[:self.params["execute_actions"]]
+            late = self._steps_since(msg.header.stamp) if self.params["skip_late_actions"] else 0
+            if late >= len(actions):
+                self.get_logger().warn(f"action_plan ignored: its {len(actions)} actions were all due before now "
+                                       f"(planned {late} steps ago)", throttle_duration_sec=5.0)
+                return
+            self._queued = actions[late:late + self.params["execute_actions"]]
+
+    def _steps_since(self, stamp) -> int:
+        """Steps run since the frame stamped ``stamp``: counted for this episode's frames, else (a stamp
+        this node never published) estimated from the wall time and ``step_rate_hz``."""
+        planned_at = self._frame_steps.get((stamp.sec, stamp.nanosec))
+        if planned_at is not None:
+            return self.steps - planned_at
+        elapsed_s = self.get_clock().now().nanoseconds * 1e-9 - plan_messages.time_to_seconds(stamp)
+        return max(0, int(elapsed_s * self.params["step_rate_hz"]))
 
     def _on_cmd(self, msg: TwistStamped) -> None:
         with self._lock:
@@ -142,12 +163,16 @@ class SimCameraNode(Node):
         with self._lock:
             self._queued, self._cmd, self._gripper = np.zeros((0, 4), np.float32), None, -1.0
             self._episode_start_s = self.get_clock().now().nanoseconds * 1e-9
-        self.steps, self.caption = 0, None
+            self._frame_steps.clear()
+            self.steps = 0
+        self.caption = None
         self._publish(obs, info)
 
     def _publish(self, obs, info) -> None:
         self.ee_pos = obs["ee_pos"]
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.params["frame_id"])
+        with self._lock:
+            self._frame_steps[(header.stamp.sec, header.stamp.nanosec)] = self.steps
         # Before the frame: a planner that plans on a frame's arrival finds the state of that frame.
         self.pub_joint_state.publish(JointState(
             header=header, name=list(SIM_JOINTS),
@@ -165,7 +190,8 @@ class SimCameraNode(Node):
             self._reset()
             return
         obs, _, terminated, truncated, info = self.env.step(self._next_action())
-        self.steps += 1
+        with self._lock:
+            self.steps += 1
         self._publish(obs, info)
         if terminated or truncated:
             result = {"episode": self.episode, "seed": self.seed, "task": self.task.name,
