@@ -156,9 +156,8 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
                   "`models/vans-desk-64` yet, so this run uses a tiny random checkpoint. It shows the ROS loop "
                   "working, not a policy: expect no successes.", ""]
     options = (f" --max-steps {args.max_steps}" if args.max_steps else "") + (f" --model {args.model}" if args.model else "")
-    ros_options = "".join(f" {option}" for option in ros_options)
-    lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{options} --task {args.task} --seed {args.seed}"
-              f"{ros_options}`",
+    options += f" --task {args.task} --seed {args.seed}" + "".join(f" {option}" for option in ros_options)
+    lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{options}`",
               f"- model: `{model_dir}` ({'trained' if trained else 'untrained'}), backend {report['backend']}",
               f"- task: `{args.task}` ({sim.task.instruction!r}), held-out split",
               f"- success: **{sum(e['success'] for e in episodes)}/{len(episodes)}** episodes"
