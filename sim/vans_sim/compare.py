@@ -18,7 +18,7 @@ import json
 from math import comb
 from pathlib import Path
 
-from vans_sim.report import blocked_share, wilson_interval
+from vans_sim.report import blocked_share, success_bar_plot, wilson_interval
 
 
 def binomial_two_sided(k: int, n: int) -> float:
@@ -136,19 +136,22 @@ def blocked_table(reports: dict[str, dict]) -> str:
 
 
 def compare(runs: list[str], out: str | Path) -> Path:
-    """Write ``OUT.md`` (the table and each run's command); returns it."""
+    """Write ``OUT.md`` (the table and each run's command) and ``OUT.png`` (success per task, the runs side
+    by side); returns ``OUT.md``."""
     reports = load_runs(runs)
     table = comparison_table(reports)
     blocked = blocked_table(reports)
     commands = "\n".join(f"- {name}: `{report.get('command', '')}`" for name, report in reports.items())
     out = Path(out).with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
+    success_bar_plot({name: report["tasks"] for name, report in reports.items()}, "success per task",
+                     out.with_suffix(".png"))
     out.write_text(f"# Closed-loop comparison\n\nSuccesses with 95% Wilson intervals; in the last columns each "
                    f"run's change from the first, with a two-sided exact test (McNemar's on the episodes whose "
                    f"outcome differs where the runs scored the same episodes, Fisher's otherwise).\n\n{table}\n"
                    f"Blocked steps: the share of each run's steps that commanded a motion the tool did not make "
                    f"(pressed on the desk or an object, or at the edge of its reach).\n\n{blocked}\n"
-                   f"{commands}\n")
+                   f"![success per task, the runs side by side]({out.with_suffix('.png').name})\n\n{commands}\n")
     print(table)
     print(blocked)
     return out

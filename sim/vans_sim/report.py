@@ -24,24 +24,33 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def success_bar_plot(tasks: dict[str, dict], title: str, path: Path) -> None:
-    """Horizontal bars of success per task with their 95% intervals."""
+def success_bar_plot(runs: dict[str, dict[str, dict]], title: str, path: Path) -> None:
+    """Horizontal bars of success per task with their 95% intervals: one bar per run and task, each run
+    a colour (``runs`` maps a run's name, shown in the legend when there are several, to its report's
+    ``tasks``); the tasks are the first run's."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(tasks)
-    rates = np.array([tasks[n]["success_rate"] for n in names]) * 100
-    # clipped: at 0% or 100% the interval's edge equals the rate up to rounding
-    lo = np.clip(rates - np.array([tasks[n]["ci95"][0] for n in names]) * 100, 0, None)
-    hi = np.clip(np.array([tasks[n]["ci95"][1] for n in names]) * 100 - rates, 0, None)
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
-    ax.barh(names, rates, xerr=[lo, hi], color="#4c72b0", capsize=3)
+    names = list(next(iter(runs.values())))
+    height = 0.8 / len(runs)
+    fig, ax = plt.subplots(figsize=(7, (0.2 + 0.15 * len(runs)) * len(names) + 1.2))
+    for k, (run, tasks) in enumerate(runs.items()):
+        rows = [tasks.get(n, {"success_rate": 0.0, "ci95": (0.0, 0.0)}) for n in names]
+        rates = np.array([r["success_rate"] for r in rows]) * 100
+        # clipped: at 0% or 100% the interval's edge equals the rate up to rounding
+        lo = np.clip(rates - np.array([r["ci95"][0] for r in rows]) * 100, 0, None)
+        hi = np.clip(np.array([r["ci95"][1] for r in rows]) * 100 - rates, 0, None)
+        ax.barh(np.arange(len(names)) + (k - (len(runs) - 1) / 2) * height, rates, height=height, xerr=[lo, hi],
+                capsize=2, label=run, color=None if len(runs) > 1 else "#4c72b0")
+    ax.set_yticks(np.arange(len(names)), names)
     ax.set_xlim(0, 100)
     ax.invert_yaxis()
     ax.set_xlabel("success (%), with 95% Wilson interval")
     ax.set_title(title)
+    if len(runs) > 1:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -187,7 +187,7 @@ def score(config: ScoreConfig, out: str | Path, progress: bool = True, command: 
     report["seconds"] = time.perf_counter() - started
     report["command"] = command
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    success_bar_plot(report["tasks"], f"{config.policy} on {config.split} "
+    success_bar_plot({config.policy: report["tasks"]}, f"{config.policy} on {config.split} "
                      f"({config.episodes} episodes per task)", out / "success.png")
     if clips:
         write_grid_video(clips, out / "rollouts.gif")

@@ -370,3 +370,35 @@ def test_an_action_head_on_a_two_camera_vdm_reads_both_views(tmp_path):
     one, other = (ort_planner.plan(c, INSTRUCTION, seed=0, state=STATES[0]) for c in (wide_clip(0), other_side))
     assert one.caption == other.caption  # the VLM reads the desk view only
     assert np.abs(one.actions - other.actions).max() > 1e-4
+
+
+@pytest.mark.parametrize("latency_steps", [0, 2])
+def test_planner_policy_runs_late_plans_from_the_action_due(checkpoint, latency_steps):
+    """`vans-sim score --policy-option latency_steps=L`: the plan made on step s's frame runs from step
+    s + L, starting at its action L; before an episode's first plan arrives the tool holds still."""
+    from vans_engine.policy import PlannerPolicy
+
+    policy = PlannerPolicy("push_red", num_envs=1, model=str(checkpoint), replan_every=4,
+                           latency_steps=latency_steps)
+    plans = []  # each plan_batch call's plan, as the policy got it (the real planner, recorded)
+    plan_batch = policy.planner.plan_batch
+    policy.planner.plan_batch = lambda *a, **kw: plans.append(plan_batch(*a, **kw)[0]) or plans[-1:]
+    policy.reset(np.array([0]))
+    rng = np.random.default_rng(0)
+    taken = []
+    for _ in range(10):
+        obs = {"image": rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8),
+               "ee_pos": STATES[:1, :3], "gripper": STATES[:1, 3:]}
+        taken.append(policy.act(obs)[0])
+    assert len(plans) == 3  # made on steps 0, 4 and 8
+    expected = [np.array([0, 0, 0, -1], np.float32)] * latency_steps  # holding still, gripper open
+    for plan in plans:
+        expected += list(plan.actions[latency_steps:latency_steps + 4])
+    np.testing.assert_allclose(np.stack(taken), np.clip(np.stack(expected[:10]), -1, 1), atol=1e-6)
+
+
+def test_planner_policy_refuses_a_latency_that_leaves_too_few_actions(checkpoint):
+    from vans_engine.policy import PlannerPolicy
+
+    with pytest.raises(ValueError, match=r"latency_steps must be in \[0, 4\]"):
+        PlannerPolicy("push_red", num_envs=1, model=str(checkpoint), replan_every=4, latency_steps=5)

@@ -111,12 +111,14 @@ def test_sim_camera_starts_a_late_plan_at_the_action_due_now(ros):
             node._on_plan(actions_to_trajectory(plan, Header(stamp=stamps[node][2]), 0.05, 0.02))
         np.testing.assert_allclose(sim._queued, plan[3:6], atol=1e-6)
         np.testing.assert_allclose(later._queued, plan[:3], atol=1e-6)  # skip_late_actions false: from the first
+        assert sim._plan_late_steps == later._plan_late_steps == [3]  # counted for the episode's report either way
 
         # a plan whose actions were all due before now is dropped, and the queue kept
         stale = actions_to_trajectory(plan[:2], Header(stamp=stamps[sim][0]), 0.05, 0.02)
         sim._on_plan(stale)
         np.testing.assert_allclose(sim._queued, plan[3:6], atol=1e-6)
         assert sim._next_action()[0] == pytest.approx(plan[3, 0], abs=1e-6)
+        assert sim._plan_late_steps == [3, 5]
     finally:
         for node in (sim, later):
             node.close()
@@ -146,6 +148,7 @@ def test_demo_closed_loop_writes_report_and_gif(model, request, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["completed"] and len(report["episodes"]) == 2
+    assert all(e["plans"] > 0 and e["plan_late_steps"] >= 0 for e in report["episodes"])
     assert report["plans"] > 0 and report["plan_latency_ms"]["p50"] > 0
     assert report["trained"] is False
     assert "UNTRAINED" in (out / "report.md").read_text()

@@ -108,6 +108,8 @@ def test_compare_pairs_runs_on_the_same_episodes(tmp_path):
     assert "unpaired, Fisher p = 0.10" in overall
     written = (tmp_path / "table.md").read_text()
     assert overall in written and "vans-sim score --policy random" in written
+    # the runs side by side in a plot, shown in the table's file
+    assert (tmp_path / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(table.png)" in written
     # the blocked-steps table: the expert never pushes against anything, and every run has a cell
     blocked = written.split("Blocked steps")[1]
     blocked_overall = next(line for line in blocked.splitlines() if line.startswith("| **overall**"))

@@ -167,8 +167,10 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
               f"Planner.plan p50 {report['planner_ms_p50']:.1f} ms; node overhead p50 "
               f"{report['node_overhead_ms_p50']:.1f} ms",
               f"- wall time: {report['wall_s']} s", "",
-              "| episode | seed | success | steps |", "|---:|---:|:---:|---:|"]
-    lines += [f"| {e['episode']} | {e['seed']} | {'yes' if e['success'] else 'no'} | {e['steps']} |" for e in episodes]
+              "| episode | seed | success | steps | plans | steps a plan arrived after its frame (mean) |",
+              "|---:|---:|:---:|---:|---:|---:|"]
+    lines += [f"| {e['episode']} | {e['seed']} | {'yes' if e['success'] else 'no'} | {e['steps']} | {e['plans']} | "
+              f"{'' if e['plan_late_steps'] is None else e['plan_late_steps']} |" for e in episodes]
     if frames:
         lines += ["", f"![camera (left) against the frame foreseen for that moment (right)]({gif.name})"]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")

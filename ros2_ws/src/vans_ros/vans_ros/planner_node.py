@@ -60,8 +60,9 @@ PARAMETERS = [
                   check=non_negative, rule=">= 0"),
     ParameterSpec("image_size", 0, "side in pixels frames are resized to; 0 = the checkpoint's (others must match it)",
                   check=non_negative, rule=">= 0"),
-    ParameterSpec("plan_period_s", 0.2, "seconds between plans; 0 = plan on every new frame as fast as the "
-                  "planner goes (newest frames win)", check=lambda v: 0 <= v <= 60, rule="in [0, 60]"),
+    ParameterSpec("plan_period_s", 0.2, "seconds between plans, in camera time: a plan is requested as the first "
+                  "frame stamped this long after the last planned-on frame arrives; 0 = plan on every new frame as "
+                  "fast as the planner goes (newest frames win)", check=lambda v: 0 <= v <= 60, rule="in [0, 60]"),
     ParameterSpec("num_denoise_steps", 0, "VDM denoising steps per plan; 0 = the checkpoint's default",
                   check=lambda v: 0 <= v <= 100, rule="in [0, 100]"),
     ParameterSpec("instruction", "", "instruction until one arrives on 'instruction'; empty = wait for one"),
@@ -146,8 +147,6 @@ class PlannerNode(Node):
         if self.planner.needs_state:
             self.create_subscription(JointState, "joint_states", self._on_joint_state, RELIABLE_10)
         self.create_service(Trigger, "~/plan_once", self._on_plan_once)
-        if p["plan_period_s"] > 0:
-            self.create_timer(p["plan_period_s"], self._on_plan_timer)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         self.get_logger().info(
             f"planning with {self.model_dir} ({'trained' if self.planner.trained else 'UNTRAINED'}) on "
@@ -213,7 +212,7 @@ class PlannerNode(Node):
                                f"newest, older requests are dropped", WARN)
         if self.view is not None:
             self.view.log_camera(rgb, int(stamp_s * 1e9), frame_id)
-        if self.params["plan_period_s"] == 0:
+        if self._plan_due(stamp_s):
             self._request_plan()
 
     def _on_joint_state(self, msg: JointState) -> None:
@@ -257,12 +256,16 @@ class PlannerNode(Node):
             self.get_logger().info(f"instruction: {text!r}")
         self.instruction = text
 
-    def _on_plan_timer(self) -> None:
+    def _plan_due(self, stamp_s: float) -> bool:
+        """Whether the frame stamped ``stamp_s`` starts a new plan period. Plans start on a frame's
+        arrival, not on a timer of their own: a timer would plan on a frame up to a camera period old,
+        and every step a plan arrives late is a step of its actions the robot has already passed."""
         with self._lock:
-            newest = self.context_buffer.newest_stamp
-            fresh = newest is not None and newest != self._submitted_stamp
-        if fresh:
-            self._request_plan()
+            last = self._submitted_stamp
+        period = self.params["plan_period_s"]
+        # Half a control period of tolerance: a camera at the control rate jitters around the period.
+        # A stamp before the last one (a replayed bag, a reset clock) starts afresh.
+        return last is None or not 0.0 <= stamp_s - last < period - 0.5 * self.period_s
 
     def _on_plan_once(self, request, response):
         response.success, response.message = self._request_plan()

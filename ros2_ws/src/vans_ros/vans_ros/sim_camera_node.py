@@ -14,7 +14,8 @@ the steps run while the planner was busy already moved the tool past the first o
   ``ee_x``, ``ee_y``, ``ee_z`` in metres and ``gripper`` opening 0-1, published just before each frame
   with the same stamp), ``instruction`` (the task's, transient local),
   ``~/event`` (caption of the event in progress, when it changes), ``~/success`` (``std_msgs/Bool``
-  at each episode's end) and ``~/episode`` (JSON: episode, seed, success, steps, task);
+  at each episode's end) and ``~/episode`` (JSON: episode, seed, success, steps, task, and the plans
+  received with the mean steps each arrived after its frame, ``plans`` and ``plan_late_steps``);
 - in: ``action_plan`` (``trajectory_msgs/MultiDOFJointTrajectory``), ``cmd`` (``geometry_msgs/TwistStamped``).
 """
 
@@ -98,6 +99,7 @@ class SimCameraNode(Node):
         self._gripper = -1.0  # open, as every episode starts
         self._episode_start_s = 0.0
         self._frame_steps: dict[tuple[int, int], int] = {}  # this episode's frame stamps -> steps run by then
+        self._plan_late_steps: list[int] = []  # this episode's plans: steps run between frame and arrival
         self.episode, self.results, self.steps = 0, [], 0
         self.done = False
 
@@ -126,7 +128,10 @@ class SimCameraNode(Node):
         with self._lock:
             if plan_messages.time_to_seconds(msg.header.stamp) < self._episode_start_s:
                 return  # planned on a frame of the previous episode
-            late = self._steps_since(msg.header.stamp) if self.params["skip_late_actions"] else 0
+            late = self._steps_since(msg.header.stamp)
+            self._plan_late_steps.append(late)
+            if not self.params["skip_late_actions"]:
+                late = 0
             if late >= len(actions):
                 self.get_logger().warn(f"action_plan ignored: its {len(actions)} actions were all due before now "
                                        f"(planned {late} steps ago)", throttle_duration_sec=5.0)
@@ -164,6 +169,7 @@ class SimCameraNode(Node):
             self._queued, self._cmd, self._gripper = np.zeros((0, 4), np.float32), None, -1.0
             self._episode_start_s = self.get_clock().now().nanoseconds * 1e-9
             self._frame_steps.clear()
+            self._plan_late_steps = []
             self.steps = 0
         self.caption = None
         self._publish(obs, info)
@@ -195,7 +201,9 @@ class SimCameraNode(Node):
         self._publish(obs, info)
         if terminated or truncated:
             result = {"episode": self.episode, "seed": self.seed, "task": self.task.name,
-                      "success": bool(info["success"]), "steps": self.steps}
+                      "success": bool(info["success"]), "steps": self.steps, "plans": len(self._plan_late_steps),
+                      "plan_late_steps": round(float(np.mean(self._plan_late_steps)), 2) if self._plan_late_steps
+                      else None}
             self.results.append(result)
             self.pub_success.publish(Bool(data=result["success"]))
             self.pub_episode.publish(String(data=json.dumps(result)))
