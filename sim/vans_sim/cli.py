@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="closed-loop success of several score runs side by side, with exact tests",
                        description="Compare vans-sim score runs: successes per task with 95%% intervals, and "
                        "each run's change from the first with a two-sided exact test (McNemar's on paired "
-                       "episodes, Fisher's otherwise). Writes OUT.md.")
+                       "episodes, Fisher's otherwise). Writes OUT.md, and OUT.png: the runs side by side "
+                       "in a bar plot.")
     p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="a vans-sim score --out folder and its name; the "
                    "first is the baseline")
     p.add_argument("--out", required=True, help="markdown file to write (.md is added)")
