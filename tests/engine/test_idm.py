@@ -291,10 +291,11 @@ def feature_idm(**options):
     return VideoFeatureIDM(**{**settings, **options}).eval()
 
 
-def test_video_feature_idm_pools_patches_and_saves(tmp_path):
+@pytest.mark.parametrize("readout", ["cells", "keypoints"])
+def test_video_feature_idm_pools_patches_and_saves(tmp_path, readout):
     from vans_engine.models.idm import load_idm
 
-    model = feature_idm()
+    model = feature_idm(readout=readout)
     tokens = torch.randn(3, 4 * 16, 32)
     pooled = model.pool_features(tokens)
     assert pooled.shape == (3, 4, 2, 2, 32)
@@ -307,6 +308,7 @@ def test_video_feature_idm_pools_patches_and_saves(tmp_path):
     model.save_pretrained(tmp_path / "idm")
     loaded = load_idm(tmp_path / "idm")
     assert type(loaded).__name__ == "VideoFeatureIDM" and loaded.reads_vdm_features and loaded.reads_state
+    assert loaded.config.readout == readout
     torch.testing.assert_close(loaded(tokens, state), actions)
     assert not load_idm(_saved_pixel_idm(tmp_path / "pixels")).reads_vdm_features
 
@@ -331,19 +333,22 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"feature_step": -1}, "feature_step must be >= 0"),
     ({"state_std": [0.1, 0.1, 0.0, 0.1]}, "state_std must be positive"),
     ({"num_members": 0}, "num_members must be >= 1"),
+    ({"readout": "flatten"}, "readout must be one of cells, keypoints"),
+    ({"readout": "keypoints", "num_keypoints": 0}, "num_keypoints must be >= 1"),
 ])
 def test_video_feature_idm_config_errors(options, message):
     with pytest.raises(ValueError, match=message):
         feature_idm(**options)
 
 
-def test_video_feature_idm_learns_actions_from_tokens():
+@pytest.mark.parametrize("readout", ["cells", "keypoints"])
+def test_video_feature_idm_learns_actions_from_tokens(readout):
     """The loss falls on a batch whose actions are a function of the tokens (masked steps ignored)."""
     from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
     from vans_engine.models.idm import VDM_FEATURES
 
     torch.manual_seed(0)
-    model = feature_idm().train()
+    model = feature_idm(readout=readout).train()
     pooled = torch.randn(16, 4, 2, 2, 32)
     actions = torch.tanh(pooled[..., :4].mean(dim=(2, 3)))
     mask = torch.ones(16, 4, dtype=torch.bool)
@@ -361,6 +366,25 @@ def test_video_feature_idm_learns_actions_from_tokens():
     changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
     assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())
 
+
+def test_video_feature_idm_keypoints_report_where_they_look():
+    """The keypoints readout hands a frame's place over as image coordinates: a query whose attention
+    is all on one cell reads that cell's x, y in [-1, 1], and the same object one cell over moves it by
+    one cell's width."""
+    torch.manual_seed(0)
+    head = feature_idm(readout="keypoints", num_keypoints=1).members[0]
+    pooled = torch.zeros(1, 4, 2, 2, 32)
+    pooled[0, :, 0, 1] = 3 * torch.randn(32)  # an object in the top-right cell of every frame
+    cells = head.projected_cells(pooled)
+    with torch.no_grad():  # the query looks for what that cell holds, sharply
+        head.keypoint_logits.weight.copy_(50 * (cells[0, 0, 1] - cells[0, 0, 0])[None])
+        head.keypoint_logits.bias.zero_()
+    where, what = head.keypoints(cells)
+    torch.testing.assert_close(where[0, :, 0], torch.tensor([[1.0, -1.0]] * 4), atol=1e-3, rtol=0)
+    torch.testing.assert_close(what[0, :, 0], cells[0, :, 1], atol=1e-3, rtol=0)
+    moved = torch.roll(pooled, shifts=1, dims=3)  # the object one cell to the left: top-left
+    where, _ = head.keypoints(head.projected_cells(moved))
+    torch.testing.assert_close(where[0, :, 0], torch.tensor([[-1.0, -1.0]] * 4), atol=1e-3, rtol=0)
 
 
 def test_video_feature_idm_ensemble_averages_its_members_and_saves(tmp_path):

@@ -36,23 +36,58 @@ from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
 MEMBER_WEIGHTS = "member_weights"  # optional batch key: (num_members, B) float, each member's sample weights
 ENSEMBLE_VOTES = ("mean", "medoid")
+READOUTS = ("cells", "keypoints")
 
 
 class _ActionHead(nn.Module):
-    """One member: pooled cells -> per-frame features (+ proprioception) -> temporal mix -> K actions."""
+    """One member: pooled cells -> per-frame features (+ proprioception) -> temporal mix -> K actions.
 
-    def __init__(self, feature_dim: int, cells: int, cell_dim: int, hidden_dim: int, action_dim: int, state_dim: int):
+    A frame's feature is read from its cells one of two ways (``readout``): ``"cells"`` joins every
+    cell, so that a weight belongs to a place on the desk; ``"keypoints"`` lets each of
+    ``num_keypoints`` learned queries attend over the cells (a spatial softmax) and keeps where it
+    looked, as image coordinates in [-1, 1], and what it saw there. Only the first can tie an action to
+    a place it never saw an object in during training; the second hands the place over as a number.
+    """
+
+    def __init__(self, feature_dim: int, grid: tuple[int, int], cell_dim: int, hidden_dim: int, action_dim: int,
+                 state_dim: int, readout: str, num_keypoints: int):
         super().__init__()
+        rows, cols = grid
+        self.readout = readout
         self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
-        self.frame = nn.Linear(cells * cell_dim, hidden_dim)
+        if readout == "cells":
+            self.frame = nn.Linear(rows * cols * cell_dim, hidden_dim)
+        else:
+            self.keypoint_logits = nn.Linear(cell_dim, num_keypoints)
+            self.frame = nn.Linear(num_keypoints * (2 + cell_dim), hidden_dim)
+            y, x = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij")
+            self.register_buffer("cell_xy", torch.stack([x, y], dim=-1).reshape(rows * cols, 2), persistent=False)
         self.state = nn.Linear(state_dim, hidden_dim)
         self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
 
-    def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+    def projected_cells(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, K, rows, cols, C) pooled features -> (B, K, rows * cols, cell_dim)."""
         b, k = pooled.shape[:2]
-        frames = self.frame(self.cell(pooled).reshape(b, k, -1))
-        frames = F.silu(frames + self.state(normalized_state)[:, None])
+        return self.cell(pooled).reshape(b, k, -1, self.cell[1].out_features)
+
+    def keypoints(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, K, rows * cols, cell_dim) projected cells -> where each query looked, (B, K, keypoints, 2)
+        image x, y in [-1, 1], and what it saw there, (B, K, keypoints, cell_dim)."""
+        attention = torch.softmax(self.keypoint_logits(cells), dim=2)  # (B, K, rows * cols, keypoints)
+        where = torch.einsum("bkcp,cd->bkpd", attention, self.cell_xy.to(cells.dtype))
+        return where, torch.einsum("bkcp,bkcf->bkpf", attention, cells)
+
+    def read_frames(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, K, rows, cols, C) pooled features -> (B, K, hidden_dim)."""
+        b, k = pooled.shape[:2]
+        cells = self.projected_cells(pooled)
+        if self.readout == "cells":
+            return self.frame(cells.reshape(b, k, -1))
+        return self.frame(torch.cat(self.keypoints(cells), dim=-1).reshape(b, k, -1))
+
+    def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+        frames = F.silu(self.read_frames(pooled) + self.state(normalized_state)[:, None])
         mixed = frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
         return torch.tanh(self.head(mixed))
 
@@ -81,6 +116,10 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         num_members (`int`, defaults to 1): heads read side by side (an ensemble).
         ensemble_vote (`str`, defaults to `"mean"`): how an ensemble's plans become one, `"mean"` or
             `"medoid"` (the member whose K actions are nearest, in summed Euclidean distance, to the others').
+        readout (`str`, defaults to `"cells"`): how a frame's pooled cells become its feature: `"cells"`
+            joins them all, `"keypoints"` is a spatial softmax of ``num_keypoints`` learned queries
+            (where each looked and what it saw there; see the module's ``_ActionHead``).
+        num_keypoints (`int`, defaults to 16): the queries of the `"keypoints"` readout.
     """
 
     config_name = "config.json"
@@ -92,17 +131,19 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                  pool: int = 2, cell_dim: int = 48, hidden_dim: int = 256, action_dim: int = 4, state_dim: int = 4,
                  state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
                  feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",),
-                 num_members: int = 1, ensemble_vote: str = "mean"):
+                 num_members: int = 1, ensemble_vote: str = "mean", readout: str = "cells", num_keypoints: int = 16):
         super().__init__()
         rows, cols = (int(v) for v in patch_grid)
         for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
                             ("cell_dim", cell_dim), ("hidden_dim", hidden_dim), ("action_dim", action_dim),
                             ("state_dim", state_dim), ("patch_grid rows", rows), ("patch_grid columns", cols),
-                            ("num_members", num_members)):
+                            ("num_members", num_members), ("num_keypoints", num_keypoints)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if ensemble_vote not in ENSEMBLE_VOTES:
             raise ValueError(f"ensemble_vote must be one of {', '.join(ENSEMBLE_VOTES)}, got {ensemble_vote!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {readout!r}")
         if rows % pool or cols % pool:
             raise ValueError(f"patch_grid {rows}x{cols} must be divisible by pool {pool}")
         if feature_step < 0:
@@ -114,8 +155,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                 raise ValueError(f"state statistics need state_dim = {state_dim} entries, got {len(stats)}")
         if state_std is not None and min(state_std) <= 0:
             raise ValueError(f"state_std must be positive, got {state_std}")
-        cells = (rows // pool) * (cols // pool)
-        self.members = nn.ModuleList(_ActionHead(feature_dim, cells, cell_dim, hidden_dim, action_dim, state_dim)
+        self.members = nn.ModuleList(_ActionHead(feature_dim, (rows // pool, cols // pool), cell_dim, hidden_dim,
+                                                 action_dim, state_dim, readout, num_keypoints)
                                      for _ in range(num_members))
         self.register_buffer("state_offset", torch.tensor(state_mean or [0.0] * state_dim), persistent=False)
         self.register_buffer("state_scale", torch.tensor(state_std or [1.0] * state_dim), persistent=False)
