@@ -291,7 +291,7 @@ def feature_idm(**options):
     return VideoFeatureIDM(**{**settings, **options}).eval()
 
 
-@pytest.mark.parametrize("readout", ["cells", "keypoints"])
+@pytest.mark.parametrize("readout", ["cells", "keypoints", "cells_and_keypoints"])
 def test_video_feature_idm_pools_patches_and_saves(tmp_path, readout):
     from vans_engine.models.idm import load_idm
 
@@ -333,7 +333,7 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"feature_step": -1}, "feature_step must be >= 0"),
     ({"state_std": [0.1, 0.1, 0.0, 0.1]}, "state_std must be positive"),
     ({"num_members": 0}, "num_members must be >= 1"),
-    ({"readout": "flatten"}, "readout must be one of cells, keypoints"),
+    ({"readout": "flatten"}, "readout must be one of cells, keypoints, cells_and_keypoints"),
     ({"readout": "keypoints", "num_keypoints": 0}, "num_keypoints must be >= 1"),
 ])
 def test_video_feature_idm_config_errors(options, message):
@@ -341,7 +341,7 @@ def test_video_feature_idm_config_errors(options, message):
         feature_idm(**options)
 
 
-@pytest.mark.parametrize("readout", ["cells", "keypoints"])
+@pytest.mark.parametrize("readout", ["cells", "keypoints", "cells_and_keypoints"])
 def test_video_feature_idm_learns_actions_from_tokens(readout):
     """The loss falls on a batch whose actions are a function of the tokens (masked steps ignored)."""
     from vans_engine.constants import ACTION_MASK, ACTIONS, STATE

@@ -36,17 +36,18 @@ from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
 MEMBER_WEIGHTS = "member_weights"  # optional batch key: (num_members, B) float, each member's sample weights
 ENSEMBLE_VOTES = ("mean", "medoid")
-READOUTS = ("cells", "keypoints")
+READOUTS = ("cells", "keypoints", "cells_and_keypoints")
 
 
 class _ActionHead(nn.Module):
     """One member: pooled cells -> per-frame features (+ proprioception) -> temporal mix -> K actions.
 
-    A frame's feature is read from its cells one of two ways (``readout``): ``"cells"`` joins every
-    cell, so that a weight belongs to a place on the desk; ``"keypoints"`` lets each of
-    ``num_keypoints`` learned queries attend over the cells (a spatial softmax) and keeps where it
-    looked, as image coordinates in [-1, 1], and what it saw there. Only the first can tie an action to
-    a place it never saw an object in during training; the second hands the place over as a number.
+    A frame's feature is read from its cells (``readout``): ``"cells"`` joins every cell, so that a
+    weight belongs to a place on the desk; ``"keypoints"`` lets each of ``num_keypoints`` learned
+    queries attend over the cells (a spatial softmax) and keeps where it looked, as image coordinates
+    in [-1, 1], and what it saw there; ``"cells_and_keypoints"`` reads both. A weight per cell learns
+    nothing about a cell where training never put an object; a keypoint hands the place over as a
+    number, which a linear layer carries to places it has not seen.
     """
 
     def __init__(self, feature_dim: int, grid: tuple[int, int], cell_dim: int, hidden_dim: int, action_dim: int,
@@ -55,13 +56,13 @@ class _ActionHead(nn.Module):
         rows, cols = grid
         self.readout = readout
         self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
-        if readout == "cells":
-            self.frame = nn.Linear(rows * cols * cell_dim, hidden_dim)
-        else:
+        width = rows * cols * cell_dim if readout != "keypoints" else 0
+        if readout != "cells":
             self.keypoint_logits = nn.Linear(cell_dim, num_keypoints)
-            self.frame = nn.Linear(num_keypoints * (2 + cell_dim), hidden_dim)
+            width += num_keypoints * (2 + cell_dim)
             y, x = torch.meshgrid(torch.linspace(-1, 1, rows), torch.linspace(-1, 1, cols), indexing="ij")
             self.register_buffer("cell_xy", torch.stack([x, y], dim=-1).reshape(rows * cols, 2), persistent=False)
+        self.frame = nn.Linear(width, hidden_dim)
         self.state = nn.Linear(state_dim, hidden_dim)
         self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
@@ -82,9 +83,10 @@ class _ActionHead(nn.Module):
         """(B, K, rows, cols, C) pooled features -> (B, K, hidden_dim)."""
         b, k = pooled.shape[:2]
         cells = self.projected_cells(pooled)
-        if self.readout == "cells":
-            return self.frame(cells.reshape(b, k, -1))
-        return self.frame(torch.cat(self.keypoints(cells), dim=-1).reshape(b, k, -1))
+        parts = [] if self.readout == "keypoints" else [cells.reshape(b, k, -1)]
+        if self.readout != "cells":
+            parts += [torch.cat(self.keypoints(cells), dim=-1).reshape(b, k, -1)]
+        return self.frame(torch.cat(parts, dim=-1))
 
     def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
         frames = F.silu(self.read_frames(pooled) + self.state(normalized_state)[:, None])
@@ -118,7 +120,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             `"medoid"` (the member whose K actions are nearest, in summed Euclidean distance, to the others').
         readout (`str`, defaults to `"cells"`): how a frame's pooled cells become its feature: `"cells"`
             joins them all, `"keypoints"` is a spatial softmax of ``num_keypoints`` learned queries
-            (where each looked and what it saw there; see the module's ``_ActionHead``).
+            (where each looked and what it saw there; see the module's ``_ActionHead``),
+            `"cells_and_keypoints"` both side by side.
         num_keypoints (`int`, defaults to 16): the queries of the `"keypoints"` readout.
     """
 
