@@ -54,7 +54,7 @@ class _ActionHead(nn.Module):
                  state_dim: int, readout: str, num_keypoints: int):
         super().__init__()
         rows, cols = grid
-        self.readout = readout
+        self.readout, self.cell_dim = readout, cell_dim
         self.cell = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, cell_dim), nn.SiLU())
         width = rows * cols * cell_dim if readout != "keypoints" else 0
         if readout != "cells":
@@ -70,7 +70,7 @@ class _ActionHead(nn.Module):
     def projected_cells(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, K, rows, cols, C) pooled features -> (B, K, rows * cols, cell_dim)."""
         b, k = pooled.shape[:2]
-        return self.cell(pooled).reshape(b, k, -1, self.cell[1].out_features)
+        return self.cell(pooled).reshape(b, k, -1, self.cell_dim)
 
     def keypoints(self, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, rows * cols, cell_dim) projected cells -> where each query looked, (B, K, keypoints, 2)

@@ -155,7 +155,8 @@ def _write_report(args, model_dir, planner, sim, recorder, untrained_stand_in, e
         lines += ["> **The planner is UNTRAINED** (`" + str(model_dir) + "`): no trained model is shipped at "
                   "`models/vans-desk-64` yet, so this run uses a tiny random checkpoint. It shows the ROS loop "
                   "working, not a policy: expect no successes.", ""]
-    options = (f" --max-steps {args.max_steps}" if args.max_steps else "") + (f" --model {args.model}" if args.model else "")
+    options = f" --max-steps {args.max_steps}" if args.max_steps else ""
+    options += f" --model {args.model}" if args.model else ""
     options += f" --task {args.task} --seed {args.seed}" + "".join(f" {option}" for option in ros_options)
     lines += [f"- command: `vans-ros-demo --episodes {args.episodes}{options}`",
               f"- model: `{model_dir}` ({'trained' if trained else 'untrained'}), backend {report['backend']}",
