@@ -16,7 +16,7 @@ import json
 import sys
 
 from vans_sim.env import IMAGE_SIZES
-from vans_sim.randomization import SPLITS
+from vans_sim.randomization import RANGES, SPLITS
 from vans_sim.tasks import TASKS, resolve_tasks
 
 TASKS_HELP = "'all', 'single', 'chained', or comma-separated task names (see `vans-sim tasks`)"
@@ -72,12 +72,23 @@ def _policy_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _split_overrides(items: list[str]) -> dict[str, str]:
+    """``["ee_x,ee_y=train", ...]`` -> ``{"ee_x": "train", "ee_y": "train", ...}``."""
+    overrides = {}
+    for item in items:
+        keys, sep, split = item.partition("=")
+        if not sep or not keys:
+            raise ValueError(f"--split-override takes QUANTITY[,QUANTITY...]=SPLIT, got {item!r}")
+        overrides.update({key.strip(): split.strip() for key in keys.split(",")})
+    return overrides
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from vans_sim.score import ScoreConfig, format_table, score
 
     config = ScoreConfig(
         policy=args.policy, tasks=resolve_tasks(args.tasks), episodes=args.episodes, split=args.split,
-        seed_start=args.seed_start, image_size=args.image_size, shadows=args.shadows, cameras=args.cameras,
+        split_overrides=_split_overrides(args.split_override), seed_start=args.seed_start, image_size=args.image_size, shadows=args.shadows, cameras=args.cameras,
         num_envs=args.num_envs, vector=args.vector, video=not args.no_video, policy_options=_policy_options(args))
     report = score(config, args.out, progress=not args.quiet, command=" ".join(["vans-sim", *sys.argv[1:]]))
     print(format_table(report))
@@ -132,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default="all", help=TASKS_HELP)
     p.add_argument("--episodes", type=int, default=100, help="episodes per task")
     p.add_argument("--split", default="heldout", choices=SPLITS, help="initial-state randomization split")
+    p.add_argument("--split-override", action="append", default=[], metavar="QUANTITY[,QUANTITY...]=SPLIT",
+                   help="draw these randomized quantities from SPLIT instead of --split, to tell which of a "
+                   f"held-out scene's differences a policy fails on; quantities: {', '.join(RANGES)} "
+                   "(e.g. ee_x,ee_y,ee_z=train: held-out desks, the gripper starting where training starts it)")
     p.add_argument("--seed-start", type=int, default=0, help="episode i of each task uses seed SEED_START + i")
     p.add_argument("--image-size", type=int, default=64, choices=IMAGE_SIZES, help="camera image side in pixels")
     p.add_argument("--shadows", action="store_true",

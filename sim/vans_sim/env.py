@@ -14,7 +14,7 @@ physics steps (``CONTROL_PERIOD`` seconds).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -45,6 +45,10 @@ class RoboDeskEnv(gym.Env):
         image_size (`int`, defaults to 64): side of the square camera image, 64, 128 or 256.
             Rendered natively at that size.
         split (`str`, defaults to `"train"`): `"train"` or `"heldout"` initial-state ranges.
+        split_overrides (`Mapping[str, str]`, *optional*): randomized quantities drawn from another
+            split than ``split``, ``{quantity: split}`` with quantities from
+            :data:`vans_sim.randomization.RANGES`: held-out desks with the train split's gripper start,
+            for one, tell the start apart from the desk in a held-out failure.
         observe_image (`bool`, defaults to `True`): put the camera image in the observation. When
             False nothing is rendered unless :meth:`render` is called.
         max_episode_steps (`int`, *optional*): truncation horizon; the task's own by default.
@@ -71,6 +75,7 @@ class RoboDeskEnv(gym.Env):
         render_mode: str | None = None,
         shadows: bool = False,
         cameras: Sequence[str] = ("desk",),
+        split_overrides: Mapping[str, str] | None = None,
     ):
         self.task: Task = get_task(task)
         if image_size not in IMAGE_SIZES:
@@ -86,6 +91,7 @@ class RoboDeskEnv(gym.Env):
         self.cameras = cameras
         self.shadows = bool(shadows)
         self.split = split
+        self.split_overrides = randomization.check_overrides(split_overrides)
         self.observe_image = observe_image
         self.render_mode = render_mode
         self.max_episode_steps = max_episode_steps or self.task.max_episode_steps
@@ -134,7 +140,7 @@ class RoboDeskEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        init = randomization.sample_initial_state(self.np_random, self.split)
+        init = randomization.sample_initial_state(self.np_random, self.split, self.split_overrides)
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         for obj, (x, y) in init.object_xy.items():

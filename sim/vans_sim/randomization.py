@@ -22,10 +22,15 @@ keeps both splits spread over the whole desk, so both can place three objects fa
 (Object y has a single stripe, shared by both splits: x already separates them.) Objects are kept at
 least ``MIN_OBJECT_DISTANCE`` apart by redrawing the whole placement, which keeps every draw
 inside its split's sets.
+
+``overrides`` draws some quantities from the other split, to tell which of a held-out scene's
+differences a policy fails on: ``{"ee_x": "train", "ee_y": "train", "ee_z": "train"}`` gives held-out
+desks (objects, light, colour) with the gripper starting where training episodes start it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +65,17 @@ def split_intervals(key: str, split: str) -> list[tuple[float, float]]:
     return [(lo + i * width, lo + (i + 1) * width) for i in range(first, stripes, 2)]
 
 
+def check_overrides(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """``{quantity: split}`` checked against :data:`RANGES` and :data:`SPLITS`; ``{}`` for None."""
+    overrides = dict(overrides or {})
+    for key, split in overrides.items():
+        if key not in RANGES:
+            raise ValueError(f"unknown randomized quantity {key!r}; expected one of {', '.join(RANGES)}")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} for {key}; expected one of {SPLITS}")
+    return overrides
+
+
 def draw(rng: np.random.Generator, key: str, split: str) -> float:
     intervals = split_intervals(key, split)
     lo, hi = intervals[rng.integers(len(intervals))]
@@ -75,12 +91,12 @@ class InitialState:
     desk_shift: float
 
 
-def _place_objects(rng: np.random.Generator, split: str) -> dict[str, tuple[float, float]]:
+def _place_objects(rng: np.random.Generator, split_of: Callable[[str], str]) -> dict[str, tuple[float, float]]:
     while True:  # redraw the whole placement when one object finds no room
         placed: dict[str, tuple[float, float]] = {}
         for obj in scene.OBJECTS:
             for _ in range(20):
-                xy = (draw(rng, "object_x", split), draw(rng, "object_y", split))
+                xy = (draw(rng, "object_x", split_of("object_x")), draw(rng, "object_y", split_of("object_y")))
                 if all(np.hypot(xy[0] - o[0], xy[1] - o[1]) >= MIN_OBJECT_DISTANCE for o in placed.values()):
                     placed[obj] = xy
                     break
@@ -90,10 +106,19 @@ def _place_objects(rng: np.random.Generator, split: str) -> dict[str, tuple[floa
             return placed
 
 
-def sample_initial_state(rng: np.random.Generator, split: str) -> InitialState:
+def sample_initial_state(rng: np.random.Generator, split: str,
+                         overrides: Mapping[str, str] | None = None) -> InitialState:
+    """A scene of ``split``, each quantity named in ``overrides`` drawn from the split it names instead."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    placed = _place_objects(rng, split)
-    yaw = {obj: draw(rng, "object_yaw", split) for obj in ("upright_block", "flat_block")}
-    ee = (draw(rng, "ee_x", split), draw(rng, "ee_y", split), scene.DESK_TOP + draw(rng, "ee_z", split))
-    return InitialState(placed, yaw, ee, draw(rng, "light", split), draw(rng, "desk_shift", split))
+    overrides = check_overrides(overrides)
+
+    def split_of(key: str) -> str:
+        return overrides.get(key, split)
+
+    placed = _place_objects(rng, split_of)
+    yaw = {obj: draw(rng, "object_yaw", split_of("object_yaw")) for obj in ("upright_block", "flat_block")}
+    ee_x, ee_y, ee_z = (draw(rng, f"ee_{axis}", split_of(f"ee_{axis}")) for axis in "xyz")
+    ee = (ee_x, ee_y, scene.DESK_TOP + ee_z)
+    return InitialState(placed, yaw, ee, draw(rng, "light", split_of("light")),
+                        draw(rng, "desk_shift", split_of("desk_shift")))

@@ -5,7 +5,7 @@
 Episode ``i`` of every task starts from seed ``seed_start + i``, so two policies scored with the
 same arguments face the same scenes. Writes ``OUT/report.json``::
 
-    {"policy": str, "split": str,
+    {"policy": str, "split": str, "split_overrides": {QUANTITY: SPLIT},
      "tasks": {TASK: {"episodes": int, "successes": int, "success_rate": float,
                       "ci95": [lo, hi], "mean_steps": float}},
      "overall": {"success_rate": float, "single_tasks": float, "chained_tasks": float},
@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from vans_sim.env import RoboDeskEnv
 from vans_sim.policies import load_policy_class
+from vans_sim.randomization import check_overrides
 from vans_sim import scene
 from vans_sim.report import blocked_share, success_bar_plot, wilson_interval, write_grid_video
 from vans_sim.scene import EE_MAX_STEP
@@ -61,6 +62,7 @@ class ScoreConfig:
     tasks: list[str]
     episodes: int = 100
     split: str = "heldout"
+    split_overrides: dict = field(default_factory=dict)  # {quantity: split}, see RoboDeskEnv
     seed_start: int = 0
     image_size: int = 64
     shadows: bool = False
@@ -75,6 +77,7 @@ class ScoreConfig:
             get_task(t)
         load_policy_class(self.policy)  # an unknown policy fails here, before any work
         self.cameras = scene.check_cameras(self.cameras)
+        self.split_overrides = check_overrides(self.split_overrides)
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.num_envs < 1:
@@ -85,8 +88,8 @@ class ScoreConfig:
 
 def _make_vector_env(config: ScoreConfig, task: str, num_envs: int, observe_image: bool):
     make = functools.partial(RoboDeskEnv, task=task, image_size=config.image_size, split=config.split,
-                             shadows=config.shadows, cameras=config.cameras, observe_image=observe_image,
-                             render_mode="rgb_array")
+                             split_overrides=config.split_overrides, shadows=config.shadows, cameras=config.cameras,
+                             observe_image=observe_image, render_mode="rgb_array")
     if config.vector == "async" and num_envs > 1:
         return AsyncVectorEnv([make] * num_envs, context="spawn", autoreset_mode=AutoresetMode.NEXT_STEP)
     return SyncVectorEnv([make] * num_envs, autoreset_mode=AutoresetMode.NEXT_STEP)
@@ -150,7 +153,7 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
     singles = [t for t in config.tasks if not get_task(t).chained]
     chained = [t for t in config.tasks if get_task(t).chained]
     return {
-        "policy": config.policy, "split": config.split,
+        "policy": config.policy, "split": config.split, "split_overrides": config.split_overrides,
         "tasks": tasks,
         "overall": {"success_rate": mean_rate(config.tasks), "single_tasks": mean_rate(singles),
                     "chained_tasks": mean_rate(chained)},
@@ -158,6 +161,13 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
         "policy_options": config.policy_options,
         "per_episode": rows,
     }
+
+
+def split_label(split: str, overrides: dict[str, str]) -> str:
+    """``heldout``, or ``heldout (ee_x, ee_y from train)`` when quantities are drawn from another split."""
+    by_split = {other: [k for k, v in overrides.items() if v == other] for other in sorted(set(overrides.values()))}
+    drawn = "; ".join(f"{', '.join(keys)} from {other}" for other, keys in by_split.items())
+    return f"{split} ({drawn})" if drawn else split
 
 
 def format_table(report: dict) -> str:
@@ -187,7 +197,8 @@ def score(config: ScoreConfig, out: str | Path, progress: bool = True, command: 
     report["seconds"] = time.perf_counter() - started
     report["command"] = command
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    success_bar_plot({config.policy: report["tasks"]}, f"{config.policy} on {config.split} "
+    split = split_label(config.split, config.split_overrides)
+    success_bar_plot({config.policy: report["tasks"]}, f"{config.policy} on {split} "
                      f"({config.episodes} episodes per task)", out / "success.png")
     if clips:
         write_grid_video(clips, out / "rollouts.gif")
@@ -196,7 +207,7 @@ def score(config: ScoreConfig, out: str | Path, progress: bool = True, command: 
     if o["single_tasks"] is not None and o["chained_tasks"] is not None:
         summary.append(f"single-event tasks {o['single_tasks']:.1%}, chained tasks {o['chained_tasks']:.1%}")
     (out / "report.md").write_text(
-        f"# `{config.policy}` on the {config.split} split\n\n"
+        f"# `{config.policy}` on the {split} split\n\n"
         + (f"Command: `{command}`\n\n" if command else "") +
         f"{config.episodes} episodes per task, seeds {config.seed_start}–{config.seed_start + config.episodes - 1}; "
         f"{'; '.join(summary)}.\n\n{format_table(report)}\n\n"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vans_sim import randomization
+from vans_sim import randomization, scene
 from vans_sim.randomization import RANGES, sample_initial_state, split_intervals
 
 
@@ -41,3 +41,30 @@ def test_samples_stay_in_their_split(split):
 def test_unknown_split():
     with pytest.raises(ValueError, match="unknown split 'test'"):
         sample_initial_state(np.random.default_rng(0), "test")
+
+
+def test_overrides_draw_the_named_quantities_from_the_other_split():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        s = sample_initial_state(rng, "heldout", {"ee_x": "train", "ee_y": "train", "ee_z": "train"})
+        assert inside(s.ee_pos[0], split_intervals("ee_x", "train"))
+        assert inside(s.ee_pos[1], split_intervals("ee_y", "train"))
+        assert inside(s.ee_pos[2] - scene.DESK_TOP, split_intervals("ee_z", "train"))
+        assert inside(s.light, split_intervals("light", "heldout"))
+        for x, _ in s.object_xy.values():
+            assert inside(x, split_intervals("object_x", "heldout"))
+
+
+def test_no_overrides_draw_the_same_scenes_as_before():
+    plain = sample_initial_state(np.random.default_rng(3), "heldout")
+    assert sample_initial_state(np.random.default_rng(3), "heldout", {}) == plain
+    assert sample_initial_state(np.random.default_rng(3), "heldout", {"light": "heldout"}) == plain
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"ee_w": "train"}, "unknown randomized quantity 'ee_w'"),
+    ({"ee_x": "test"}, "unknown split 'test' for ee_x"),
+])
+def test_bad_overrides_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        sample_initial_state(np.random.default_rng(0), "heldout", overrides)

@@ -61,6 +61,16 @@ def test_score_writes_the_report(tmp_path):
         assert (out / name).stat().st_size > 0
 
 
+def test_score_draws_overridden_quantities_from_the_other_split(tmp_path):
+    out = tmp_path / "score"
+    vans_sim("score", "--policy", "expert", "--tasks", "push_red", "--episodes", "2", "--split", "heldout",
+             "--split-override", "ee_x,ee_y,ee_z=train", "--num-envs", "1", "--no-video", "--out", str(out), "--quiet")
+    report = json.loads((out / "report.json").read_text())
+    assert report["split_overrides"] == {"ee_x": "train", "ee_y": "train", "ee_z": "train"}
+    assert report["tasks"]["push_red"]["successes"] == 2
+    assert "heldout (ee_x, ee_y, ee_z from train)" in (out / "report.md").read_text()
+
+
 def test_random_policy_by_import_path(tmp_path):
     out = tmp_path / "random"
     vans_sim("score", "--policy", "vans_sim.policies:RandomPolicy", "--tasks", "push_red", "--episodes", "3",
@@ -73,6 +83,10 @@ def test_random_policy_by_import_path(tmp_path):
     (["score", "--policy", "expert", "--tasks", "fly_away", "--out", "x"], "unknown task 'fly_away'"),
     (["score", "--policy", "teleport", "--tasks", "push_red", "--out", "x"], "unknown policy 'teleport'"),
     (["record", "--tasks", "push_red", "--episodes", "0", "--out", "x"], "episodes must be >= 1"),
+    (["score", "--policy", "expert", "--tasks", "push_red", "--split-override", "ee_x", "--out", "x"],
+     "--split-override takes QUANTITY[,QUANTITY...]=SPLIT"),
+    (["score", "--policy", "expert", "--tasks", "push_red", "--split-override", "gravity=train", "--out", "x"],
+     "unknown randomized quantity 'gravity'"),
 ])
 def test_bad_input_gets_one_clear_line(args, message, tmp_path):
     result = vans_sim(*[str(tmp_path / "x") if a == "x" else a for a in args], check=False)
