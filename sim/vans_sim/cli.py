@@ -41,7 +41,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     config = RecordConfig(
         tasks=tuple(resolve_tasks(args.tasks)), episodes=args.episodes, image_size=args.image_size,
         split=args.split, seed_start=args.seed_start, shadows=args.shadows, cameras=args.cameras,
-        perturb_fraction=args.perturb_fraction, noise_std=args.noise_std, shard_size=args.shard_size)
+        perturb_fraction=args.perturb_fraction, noise_std=args.noise_std,
+        axis_speed_fraction=args.axis_speed_fraction, min_axis_speed=args.min_axis_speed, shard_size=args.shard_size)
     summary = record(config, args.out, workers=args.workers, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perturb-fraction", type=float, default=0.2,
                    help="share of episodes recorded with noisy expert actions")
     p.add_argument("--noise-std", type=float, default=0.3, help="action noise of perturbed episodes")
+    p.add_argument("--axis-speed-fraction", type=float, default=0.0,
+                   help="share of episodes whose expert moves each axis at its own speed (dx, dy, dz times "
+                   "factors drawn per episode), so that the axes do not always arrive at once")
+    p.add_argument("--min-axis-speed", type=float, default=0.35,
+                   help="least factor on an axis in those episodes (each drawn from [MIN_AXIS_SPEED, 1])")
     p.add_argument("--shard-size", type=int, default=20, help="episodes per resumable shard")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_record)

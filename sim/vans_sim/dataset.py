@@ -92,6 +92,7 @@ def write_episode(group: h5py.Group, ep: dict) -> None:
     for key in ("task", "instruction", "split", "seed", "success", "perturbed", "noise_std"):
         group.attrs[key] = ep[key]
     group.attrs["event_names"] = json.dumps(ep["event_names"])
+    group.attrs["axis_speeds"] = ep.get("axis_speeds", [1.0, 1.0, 1.0])  # the expert's factors on dx, dy, dz
     group.create_dataset("actions", data=np.asarray(ep["actions"], np.float32))
     group.create_dataset("rewards", data=np.asarray(ep["rewards"], np.float32))
     group.create_dataset("dones", data=np.asarray(ep["dones"], np.uint8))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -49,13 +50,22 @@ class ExpertPolicy:
     Args:
         noise_std (`float`, defaults to 0): standard deviation of Gaussian noise added to the
             expert's actions (then clipped), for recording off-expert transitions.
+        axis_speeds (`Sequence[float]`, *optional*): factors in (0, 1] on the expert's dx, dy and dz.
+            The expert moves the tool straight at its target, so that every axis arrives at once and a
+            model trained on it can take the arrival of the axis it sees best (x, across the camera's
+            view) for the arrival of all three; an axis slowed down arrives later, and the expert, which
+            acts from what it observes, still gets there.
     """
 
     needs_image = False
 
-    def __init__(self, task: str, num_envs: int, seed: int = 0, noise_std: float = 0.0):
+    def __init__(self, task: str, num_envs: int, seed: int = 0, noise_std: float = 0.0,
+                 axis_speeds: Sequence[float] | None = None):
         if noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        self.axis_speeds = np.ones(3) if axis_speeds is None else np.asarray(axis_speeds, dtype=np.float64)
+        if self.axis_speeds.shape != (3,) or not np.all((self.axis_speeds > 0) & (self.axis_speeds <= 1)):
+            raise ValueError(f"axis_speeds must be 3 factors in (0, 1], got {list(np.ravel(self.axis_speeds))}")
         self.experts = [ScriptedExpert(task) for _ in range(num_envs)]
         self.noise_std = float(noise_std)
         self.rng = np.random.default_rng(seed)
@@ -66,6 +76,7 @@ class ExpertPolicy:
 
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         actions = np.stack([expert.act(unbatch(obs, i)) for i, expert in enumerate(self.experts)])
+        actions[:, :3] *= self.axis_speeds
         if self.noise_std > 0:
             actions = actions + self.rng.normal(0.0, self.noise_std, actions.shape)
         return np.clip(actions, -1.0, 1.0).astype(np.float32)

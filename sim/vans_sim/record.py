@@ -11,6 +11,12 @@ shard is there they are merged into ``OUT/demo.hdf5`` and the shards are removed
 A share of the episodes (``--perturb-fraction``) is recorded with Gaussian noise added to the
 expert's actions, so that an inverse-dynamics model sees transitions off the expert's path; those
 episodes carry ``perturbed=True``.
+
+Another share (``--axis-speed-fraction``) is recorded with the expert's dx, dy and dz slowed by
+factors drawn per episode from ``[--min-axis-speed, 1]`` (seeded by the episode's seed, stored as
+the episode's ``axis_speeds``). The expert goes straight at each target, so that in the other
+episodes the three axes always arrive together; in these one axis arrives after the others, and a
+model learns when each has arrived instead of taking the one the camera shows best for all three.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class RecordConfig:
     cameras: tuple[str, ...] = ("desk",)
     perturb_fraction: float = 0.2
     noise_std: float = 0.3
+    axis_speed_fraction: float = 0.0
+    min_axis_speed: float = 0.35
     shard_size: int = 20
     valid_fraction: float = 0.1
 
@@ -59,26 +67,38 @@ class RecordConfig:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if not 0.0 <= self.perturb_fraction <= 1.0:
             raise ValueError(f"perturb_fraction must be in [0, 1], got {self.perturb_fraction}")
+        if not 0.0 <= self.axis_speed_fraction <= 1.0:
+            raise ValueError(f"axis_speed_fraction must be in [0, 1], got {self.axis_speed_fraction}")
+        if not 0.0 < self.min_axis_speed <= 1.0:
+            raise ValueError(f"min_axis_speed must be in (0, 1], got {self.min_axis_speed}")
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in [0, 1), got {self.valid_fraction}")
         if self.shard_size < 1:
             raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
 
-    def episode_plan(self) -> list[tuple[str, int, bool]]:
-        """(task, seed, perturbed) for every episode, in dataset order."""
+    def episode_plan(self) -> list[tuple[str, int, bool, tuple[float, float, float]]]:
+        """(task, seed, perturbed, axis_speeds) for every episode, in dataset order."""
+        def every(fraction: float, i: int) -> bool:  # spreads a share of the episodes evenly
+            return math.floor((i + 1) * fraction) > math.floor(i * fraction)
+
         plan = []
         for task in self.tasks:
             for i in range(self.episodes):
-                perturbed = math.floor((i + 1) * self.perturb_fraction) > math.floor(i * self.perturb_fraction)
-                plan.append((task, self.seed_start + i, perturbed))
+                seed = self.seed_start + i
+                speeds = (1.0, 1.0, 1.0)
+                if every(self.axis_speed_fraction, i):
+                    drawn = np.random.default_rng(seed + 2_000_003).uniform(self.min_axis_speed, 1.0, 3)
+                    speeds = tuple(float(v) for v in drawn)
+                plan.append((task, seed, every(self.perturb_fraction, i), speeds))
         return plan
 
 
 def rollout(task: str, seed: int, split: str, image_size: int, noise_std: float = 0.0,
-            env: RoboDeskEnv | None = None, shadows: bool = False, cameras: tuple[str, ...] = ("desk",)) -> dict:
+            env: RoboDeskEnv | None = None, shadows: bool = False, cameras: tuple[str, ...] = ("desk",),
+            axis_speeds: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict:
     """Run the scripted expert for one episode and return everything a dataset stores."""
     env = env or RoboDeskEnv(task, image_size=image_size, split=split, shadows=shadows, cameras=cameras)
-    policy = ExpertPolicy(task, 1, seed=seed + 1_000_003, noise_std=noise_std)
+    policy = ExpertPolicy(task, 1, seed=seed + 1_000_003, noise_std=noise_std, axis_speeds=axis_speeds)
     obs, info = env.reset(seed=seed)
     policy.reset(np.array([0]))
     steps: dict[str, list] = {k: [] for k in ("actions", "rewards", "dones", "states", "events", "captions")}
@@ -107,6 +127,7 @@ def rollout(task: str, seed: int, split: str, image_size: int, noise_std: float 
         **steps, "obs": obs_seq, "next_obs": next_seq,
         "task": task, "instruction": env.instruction, "split": split, "seed": seed,
         "success": bool(success), "perturbed": noise_std > 0, "noise_std": float(noise_std),
+        "axis_speeds": list(axis_speeds),
         "event_names": [e.name for e in env.task.events],
     }
 
@@ -122,11 +143,11 @@ def _record_shard(job: tuple[RecordConfig, str, int, list[tuple[int, str, int, b
     envs: dict[str, RoboDeskEnv] = {}
     with h5py.File(tmp, "w") as f:
         data = f.create_group("data")
-        for index, task, seed, perturbed in episodes:
+        for index, task, seed, perturbed, axis_speeds in episodes:
             env = envs.setdefault(task, RoboDeskEnv(task, image_size=config.image_size, split=config.split,
                                                     shadows=config.shadows, cameras=config.cameras))
             ep = rollout(task, seed, config.split, config.image_size,
-                         config.noise_std if perturbed else 0.0, env=env)
+                         config.noise_std if perturbed else 0.0, env=env, axis_speeds=axis_speeds)
             write_episode(data.create_group(f"demo_{index}"), ep)
     for env in envs.values():
         env.close()

@@ -143,3 +143,36 @@ def test_bad_record_settings():
         RecordConfig(tasks=("nope",), episodes=1)
     with pytest.raises(ValueError, match="episodes"):
         RecordConfig(tasks=("push_red",), episodes=0)
+    with pytest.raises(ValueError, match="axis_speed_fraction"):
+        RecordConfig(tasks=("push_red",), episodes=1, axis_speed_fraction=1.5)
+    with pytest.raises(ValueError, match="min_axis_speed"):
+        RecordConfig(tasks=("push_red",), episodes=1, min_axis_speed=0.0)
+
+
+def test_a_share_of_episodes_moves_each_axis_at_its_own_speed(tmp_path):
+    config = RecordConfig(tasks=("push_red", "lift_upright_block"), episodes=2, axis_speed_fraction=0.5,
+                          perturb_fraction=0.0, min_axis_speed=0.4)
+    plan = config.episode_plan()
+    assert plan == config.episode_plan()  # drawn from the episode's seed: a resumed recording draws them again
+    speeds = [p[3] for p in plan]
+    assert speeds[0] == speeds[2] == (1.0, 1.0, 1.0)
+    assert speeds[1] == speeds[3] != (1.0, 1.0, 1.0)  # same seed, same factors, whichever the task
+    assert all(0.4 <= v <= 1.0 for v in speeds[1])
+    record(config, tmp_path, progress=False)
+    with h5py.File(tmp_path / "demo.hdf5") as f:
+        for i, wanted in enumerate(speeds):
+            demo = f[f"data/demo_{i}"]
+            np.testing.assert_allclose(demo.attrs["axis_speeds"], wanted)
+            assert demo.attrs["success"]  # the expert acts from what it sees, and still arrives
+    slowed = rollout("push_red", 1, "train", 64, axis_speeds=speeds[1])
+    plain = rollout("push_red", 1, "train", 64)
+    assert len(slowed["actions"]) > len(plain["actions"])
+    np.testing.assert_allclose(slowed["actions"][0][:3], plain["actions"][0][:3] * np.array(speeds[1]), atol=1e-6)
+
+
+def test_axis_speeds_are_checked():
+    from vans_sim.policies import ExpertPolicy
+
+    for bad in ([1.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.5, 1.0]):
+        with pytest.raises(ValueError, match="axis_speeds must be 3 factors in"):
+            ExpertPolicy("push_red", 1, axis_speeds=bad)
