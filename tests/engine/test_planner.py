@@ -343,6 +343,18 @@ def test_an_action_head_on_the_vdms_tokens_plans_alike_on_both_backends(feature_
         ort_planner.plan(clip(), INSTRUCTION)
 
 
+def test_a_first_step_action_head_acts_alike_at_any_number_of_denoising_steps(feature_checkpoint):
+    """The head reads the tokens of the first denoising step, which starts from the same noise at the same
+    timestep however many steps follow: a 20-step teacher's actions cost one denoiser call, as a 2-step
+    student's do, and only the drawn frames change with the steps."""
+    planner = Planner.from_pretrained(feature_checkpoint, backend="torch")
+    assert planner.idm.config.feature_step == 0
+    plans = [planner.plan(clip(0), INSTRUCTION, seed=3, state=STATES[0], steps=steps) for steps in (1, 2, 20)]
+    for plan in plans[1:]:
+        np.testing.assert_array_equal(plan.actions, plans[0].actions)
+    assert np.abs(plans[2].frames.astype(int) - plans[1].frames.astype(int)).max() > 0
+
+
 def test_an_action_head_for_other_vdm_tokens_is_named(feature_checkpoint, tmp_path):
     from vans_engine.models.idm import VideoFeatureIDM
 
