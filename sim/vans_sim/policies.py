@@ -20,8 +20,8 @@ The interface, which a new policy implements::
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from typing import Protocol
 
 import numpy as np
