@@ -5,6 +5,9 @@ FRAMES = "frames"  # (B, N + 1, 3, H, W) float in [-1, 1]: the current frame, th
 ACTIONS = "actions"  # (B, N, action_dim): the action that led into each later frame
 ACTION_MASK = "action_mask"  # (B, N) bool: False where the episode had ended
 STATE = "observation.state"  # (B, state_dim): proprioception, ee_pos (3) + gripper opening (1)
+# (B, N, O, 3): each of O objects' centre minus the tool point, in metres, before each action; a training
+# target only (an auxiliary task of the action head), never an input
+OBJECT_OFFSETS = "object_offsets"
 
 # Checkpoint layout (diffusers style): one folder per component plus model_index.json.
 MODEL_INDEX = "model_index.json"

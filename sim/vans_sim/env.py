@@ -212,6 +212,7 @@ class RoboDeskEnv(gym.Env):
             "success": self.success,
             "event": event.name,
             "event_index": index,
+            "events_done": self._progress,  # events reached so far, in order; all of them is success
             "caption": event.captions[self._caption_choice[index]],
             "instruction": self.instruction,
             "task": self.task.name,

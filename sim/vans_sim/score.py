@@ -7,9 +7,14 @@ same arguments face the same scenes. Writes ``OUT/report.json``::
 
     {"policy": str, "split": str, "split_overrides": {QUANTITY: SPLIT},
      "tasks": {TASK: {"episodes": int, "successes": int, "success_rate": float,
-                      "ci95": [lo, hi], "mean_steps": float}},
+                      "ci95": [lo, hi], "mean_steps": float, "blocked_share": float,
+                      "events": [str, ...], "events_reached": [int, ...]}},
      "overall": {"success_rate": float, "single_tasks": float, "chained_tasks": float},
-     "per_episode": [{"task", "episode_ix", "seed", "success", "steps", "blocked_steps"}, ...]}
+     "per_episode": [{"task", "episode_ix", "seed", "success", "steps", "blocked_steps", "events_done"}, ...]}
+
+``events_reached[k]`` counts the episodes that got at least as far as the task's event ``k`` (its
+events happen in order: a pick is reach, grasp, lift, ...), so a task that never succeeds still shows
+where its episodes stop.
 
 ``blocked_share`` (per task, beside ``mean_steps``) is the share of steps in which the policy commanded
 a motion of the tool point that did not happen: at least ``BLOCKED_MIN_COMMAND`` of the action's
@@ -108,7 +113,7 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
             obs, _ = vec.reset(seed=seeds)
             policy.reset(np.arange(num_envs))
             live = np.array([start + i < config.episodes for i in range(num_envs)])
-            steps, blocked = np.zeros(num_envs, int), np.zeros(num_envs, int)
+            steps, blocked, events = np.zeros(num_envs, int), np.zeros(num_envs, int), np.zeros(num_envs, int)
             success = np.zeros(num_envs, bool)
             filming = config.video and start == 0
             if filming:
@@ -118,6 +123,7 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
                 obs, _, terminated, truncated, info = vec.step(actions)
                 steps += live
                 blocked += live & blocked_steps(actions, before, obs["ee_pos"])
+                events = np.where(live, info["events_done"], events)
                 success |= live & terminated
                 live &= ~(terminated | truncated)
                 if filming:  # the first environment's episode, up to and including its last frame
@@ -127,7 +133,7 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
                 if start + i < config.episodes:
                     rows.append({"task": task, "episode_ix": start + i, "seed": seeds[i],
                                  "success": bool(success[i]), "steps": int(steps[i]),
-                                 "blocked_steps": int(blocked[i])})
+                                 "blocked_steps": int(blocked[i]), "events_done": int(events[i])})
             if bar is not None:
                 bar.update(min(num_envs, config.episodes - start))
     finally:
@@ -145,6 +151,8 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
             "ci95": list(wilson_interval(wins, len(mine))),
             "mean_steps": float(np.mean([r["steps"] for r in mine])),
             "blocked_share": blocked_share(mine),
+            "events": [e.name for e in get_task(task).events],
+            "events_reached": [sum(r["events_done"] > k for r in mine) for k in range(len(get_task(task).events))],
         }
 
     def mean_rate(names: list[str]) -> float | None:
@@ -171,13 +179,15 @@ def split_label(split: str, overrides: dict[str, str]) -> str:
 
 
 def format_table(report: dict) -> str:
-    lines = ["| task | episodes | success | 95% CI | mean steps | blocked steps |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| task | episodes | success | 95% CI | mean steps | blocked steps | episodes reaching each event |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for name, t in report["tasks"].items():
         lo, hi = t["ci95"]
+        reached = " → ".join(f"{e} {n}" for e, n in zip(t["events"], t["events_reached"]))
         lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {lo:.1%} – {hi:.1%} | "
-                     f"{t['mean_steps']:.1f} | {t['blocked_share']:.0%} |")
+                     f"{t['mean_steps']:.1f} | {t['blocked_share']:.0%} | {reached} |")
     o = report["overall"]
-    lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | | |")
+    lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | | | |")
     return "\n".join(lines)
 
 

@@ -335,6 +335,7 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"num_members": 0}, "num_members must be >= 1"),
     ({"readout": "flatten"}, "readout must be one of cells, keypoints, cells_and_keypoints"),
     ({"readout": "keypoints", "num_keypoints": 0}, "num_keypoints must be >= 1"),
+    ({"num_objects": -1}, "num_objects and object_weight must be >= 0"),
 ])
 def test_video_feature_idm_config_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -365,6 +366,52 @@ def test_video_feature_idm_learns_actions_from_tokens(readout):
     assert losses[-1] < 0.3 * losses[0]
     changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
     assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())
+
+
+def test_video_feature_idm_learns_object_offsets_beside_the_actions_and_exports_the_actions_alone(tmp_path):
+    """With ``num_objects`` the loss adds the objects' offsets from the tool point, weighted, at the
+    unmasked steps; training lowers that error; the saved head and its ONNX graph give the actions only."""
+    from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
+    from vans_engine.export import export_idm_onnx
+    from vans_engine.models.idm import VDM_FEATURES, load_idm
+
+    torch.manual_seed(0)
+    model = feature_idm(num_objects=2, object_weight=0.5).train()
+    pooled = torch.randn(16, 4, 2, 2, 32)
+    offsets = 0.1 * torch.tanh(pooled[..., :6].mean(dim=(2, 3))).reshape(16, 4, 2, 3)  # metres
+    mask = torch.ones(16, 4, dtype=torch.bool)
+    mask[:, -1] = False
+    batch = {VDM_FEATURES: pooled, ACTIONS: torch.zeros(16, 4, 4), ACTION_MASK: mask, STATE: torch.zeros(16, 4),
+             OBJECT_OFFSETS: offsets}
+    loss, info = model.compute_loss(batch)
+    assert loss.item() == pytest.approx(info["chunk_mse"] + 0.5 * info["object_mse"], rel=1e-5)
+    told = model.member_object_offsets(pooled, batch[STATE])
+    assert told.shape == (1, 16, 4, 2, 3)
+    expected = ((told[0] - offsets)[mask] / 0.1) ** 2
+    assert info["object_mse"] == pytest.approx(expected.mean().item(), rel=1e-4)
+    masked_changed = dict(batch, **{OBJECT_OFFSETS: torch.where(mask[..., None, None], offsets, 9.0)})
+    assert model.compute_loss(masked_changed)[1]["object_mse"] == pytest.approx(info["object_mse"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        loss, last = model.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert last["object_mse"] < 0.3 * info["object_mse"]
+    with pytest.raises(ValueError, match="a head with num_objects = 2 trains on object_offsets"):
+        model.compute_loss({k: v for k, v in batch.items() if k != OBJECT_OFFSETS})
+    with pytest.raises(ValueError, match="built without the object offsets task"):
+        feature_idm().member_object_offsets(pooled, batch[STATE])
+
+    model.eval().save_pretrained(tmp_path / "idm")
+    loaded = load_idm(tmp_path / "idm")
+    tokens, state = torch.randn(2, 4 * 16, 32), torch.tensor([[0.1, -0.1, 0.5, 1.0]] * 2)
+    torch.testing.assert_close(loaded(tokens, state), model(tokens, state))
+    session = ort.InferenceSession(str(export_idm_onnx(loaded, tmp_path / "idm.onnx", future_frames=4)),
+                                   providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"vdm_features": tokens.numpy(), "state": state.numpy()})
+    assert len(outputs) == 1
+    np.testing.assert_allclose(outputs[0], model(tokens, state).detach().numpy(), atol=1e-5)
 
 
 def test_video_feature_idm_keypoints_report_where_they_look():

@@ -28,6 +28,7 @@ def test_expert_succeeds(task, split):
         expert = ScriptedExpert(task)
         info, events = run(task, split, seed, expert.act)
         assert info["success"], f"{task} seed {seed} stuck at event {info['event']}"
+        assert info["events_done"] == len(TASKS[task].events)
         # events are reached in order and each one is visited
         assert events == sorted(events) and set(events) == set(range(len(TASKS[task].events)))
 

@@ -52,13 +52,17 @@ def test_score_writes_the_report(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["policy"] == "expert" and report["split"] == "heldout"
     task = report["tasks"]["push_blue"]
-    assert set(task) == {"episodes", "successes", "success_rate", "ci95", "mean_steps", "blocked_share"}
+    assert set(task) == {"episodes", "successes", "success_rate", "ci95", "mean_steps", "blocked_share",
+                         "events", "events_reached"}
     assert task["episodes"] == 3 and task["success_rate"] == 1.0
+    assert task["events"] == ["reach_blue_button", "press_blue_button"] and task["events_reached"] == [3, 3]
+    assert all(e["events_done"] == 2 for e in report["per_episode"])
     assert task["blocked_share"] < 0.05  # the expert presses a button, never the desk
     assert 0 <= task["ci95"][0] <= task["success_rate"] <= task["ci95"][1] <= 1
     assert report["overall"]["success_rate"] == 1.0
     for name in ("report.md", "success.png", "rollouts.gif"):
         assert (out / name).stat().st_size > 0
+    assert "reach_blue_button 3 → press_blue_button 3" in (out / "report.md").read_text()
 
 
 def test_score_draws_overridden_quantities_from_the_other_split(tmp_path):

@@ -271,6 +271,9 @@ class FeatureIDMTrainConfig(TrainConfig):
         feature_batch_size (`int`): samples per VDM call while the tokens are computed.
         expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger
             --driver planner``): the expert's next moves from the states the planner itself reaches.
+        object_weight (`float`): above 0, the head also learns where every object stands relative to the
+            tool point (an auxiliary task, from the recorded object state), with this weight beside the
+            actions' loss; 0 learns the actions alone.
     """
 
     output_dir: str = "runs/feature-idm"
@@ -279,6 +282,7 @@ class FeatureIDMTrainConfig(TrainConfig):
     head: dict[str, Any] = field(default_factory=dict)
     feature_batch_size: int = 64
     expert_branches: bool = False
+    object_weight: float = 0.0
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -288,6 +292,10 @@ class FeatureIDMTrainConfig(TrainConfig):
         super().__post_init__()
         if self.feature_step < 0 or self.feature_batch_size < 1:
             raise ValueError("feature_step must be >= 0 and feature_batch_size >= 1")
+        if self.object_weight < 0:
+            raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if {"num_objects", "object_weight"} & set(self.head):
+            raise ValueError("set the object offsets task with object_weight, not under head")
 
 
 @dataclass

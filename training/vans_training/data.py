@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vans_sim.dataset import DemoDataset
+from vans_sim.scene import OBJECTS
+from vans_sim.state import OBJECT_STATE_LAYOUT
 
 SPLITS = ("train", "valid", "test", "all")
 
@@ -38,6 +40,7 @@ class NextEventBatch:
     actions: np.ndarray  # (B, K, 4) float32
     action_mask: np.ndarray  # (B, K) bool, False past the episode's end
     state: np.ndarray  # (B, K, 4) float32, tool point and gripper opening before each action
+    object_pos: np.ndarray  # (B, K, O, 3) float32, each of vans_sim's O objects' centre before each action
     captions: list[str]
     events: list[str]
     instructions: list[str]
@@ -91,7 +94,7 @@ class NextEventData:
         if min(context_frames, future_frames, anchor_every) < 1:
             raise ValueError("context_frames, future_frames and anchor_every must be >= 1")
         self.context_frames, self.future_frames = context_frames, future_frames
-        images, actions, state, captions, starts, lengths = [], [], [], [], [], []
+        images, actions, state, object_pos, captions, starts, lengths = [], [], [], [], [], [], []
         self.instructions, self.tasks, self.seeds, self.event_names = [], [], [], []
         self.scene_splits = []
         offset = 0
@@ -113,6 +116,8 @@ class NextEventData:
                 images.append(ep.images)
                 actions.append(ep.actions.astype(np.float32))
                 state.append(np.concatenate([ep.ee_pos, ep.gripper], axis=1).astype(np.float32))
+                object_pos.append(np.stack([ep.object_state[:, slice(*OBJECT_STATE_LAYOUT[f"{obj}_pos"])]
+                                            for obj in OBJECTS], axis=1).astype(np.float32))
                 captions.extend(ep.captions)
                 self.event_names.extend(ep.event_names[e] for e in ep.events)
                 starts.append(offset)
@@ -128,6 +133,7 @@ class NextEventData:
         self.images = np.concatenate(images)
         self.actions = np.concatenate(actions)
         self.state = np.concatenate(state)
+        self.object_pos = np.concatenate(object_pos)
         self.captions = captions
         self.starts, self.lengths = np.asarray(starts), np.asarray(lengths)
         # (episode, step) of every anchor
@@ -164,7 +170,7 @@ class NextEventData:
         return NextEventBatch(
             context=self.images[context_index], future=self.images[np.minimum(future_steps, last)],
             actions=np.where(mask[..., None], self.actions[action_index], 0.0).astype(np.float32),
-            action_mask=mask, state=self.state[action_index],
+            action_mask=mask, state=self.state[action_index], object_pos=self.object_pos[action_index],
             captions=[self.captions[i] for i in flat], events=[self.event_names[i] for i in flat],
             instructions=[self.instructions[e] for e in episodes], tasks=[self.tasks[e] for e in episodes],
             seeds=np.asarray([self.seeds[e] for e in episodes], int), steps=steps.astype(int),

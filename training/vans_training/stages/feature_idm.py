@@ -10,6 +10,9 @@ them back instead of running the VDM again.
 A head of several members (``head: {num_members: M}``, an ensemble) trains them side by side on the
 same batches, each sample weighted for each member by a draw from Poisson(1): the online bootstrap,
 so that the members differ in the data they saw as well as in their initial weights.
+
+With ``object_weight`` > 0 the head also learns where each object stands relative to the tool point
+(``VideoFeatureIDM``'s auxiliary task); validation then reports that error in centimetres.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
+from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
 from vans_engine.models.idm import MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
 from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.parameterization import as_denoiser
@@ -49,11 +52,13 @@ class FeatureIDMStage(Stage):
         self.train_data, self.valid_data = train_and_valid(config, context_frames=planner_config.context_frames,
                                                            expert_branches=config.expert_branches)
         state = self.train_data.state
+        objects = {"num_objects": self.train_data.object_pos.shape[1], "object_weight": config.object_weight
+                   } if config.object_weight > 0 else {}
         self.head = VideoFeatureIDM(
             **token_layout(self.planner.vdm.config, planner_config.frame_size, planner_config.future_frames),
             state_mean=state.mean(axis=0).tolist(),
             state_std=np.maximum(state.std(axis=0), 1e-3).tolist(), feature_step=config.feature_step,
-            image_size=planner_config.image_size, cameras=planner_config.cameras, **config.head).to(device)
+            image_size=planner_config.image_size, cameras=planner_config.cameras, **objects, **config.head).to(device)
         self.model = IDMLoss(self.head)  # its loss as forward, so that DDP synchronises the gradients
         self.train_cache = self.valid_cache = None
 
@@ -101,10 +106,14 @@ class FeatureIDMStage(Stage):
 
     def tensors(self, data: NextEventData, indices: np.ndarray, features: torch.Tensor) -> dict[str, torch.Tensor]:
         batch = data.batch(indices)
-        return {VDM_FEATURES: features.float().to(self.device),
-                ACTIONS: torch.from_numpy(batch.actions).to(self.device),
-                ACTION_MASK: torch.from_numpy(batch.action_mask).to(self.device),
-                STATE: torch.from_numpy(batch.state[:, 0]).to(self.device)}
+        tensors = {VDM_FEATURES: features.float().to(self.device),
+                   ACTIONS: torch.from_numpy(batch.actions).to(self.device),
+                   ACTION_MASK: torch.from_numpy(batch.action_mask).to(self.device),
+                   STATE: torch.from_numpy(batch.state[:, 0]).to(self.device)}
+        if self.head.config.num_objects:
+            offsets = batch.object_pos - batch.state[:, :, None, :3]
+            tensors[OBJECT_OFFSETS] = torch.from_numpy(offsets).to(self.device)
+        return tensors
 
     def compute_loss(self, rng: np.random.Generator):
         picked = rng.integers(0, len(self.train_data), self.config.batch_size)
@@ -124,6 +133,10 @@ class FeatureIDMStage(Stage):
         if len(members) > 1:  # what one member alone scores, to see what the mean adds
             member_error = (members - batch[ACTIONS][None])[:, mask]
             metrics["member_chunk_mse"] = float((member_error**2).mean())
+        if self.head.config.num_objects:  # how far off each object is told, root mean square over x, y, z
+            told = self.head.member_object_offsets(batch[VDM_FEATURES], batch[STATE]).mean(dim=0)
+            squared = ((told - batch[OBJECT_OFFSETS]) ** 2)[mask].sum(dim=-1)  # (samples, objects)
+            metrics["object_rms_cm"] = float(squared.mean().sqrt()) * 100
         return metrics
 
     def save_pretrained(self, path: Path) -> None:

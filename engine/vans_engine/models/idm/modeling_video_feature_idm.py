@@ -21,6 +21,13 @@ trained alike from different seeds go to different buttons when the tokens leave
 their mean can be a motion towards neither; ``ensemble_vote`` picks how the members' plans become
 one: ``"mean"`` averages them, ``"medoid"`` takes the plan of the member closest to all the others
 (a vote for the motion most of them agree on). Either costs nothing beside the VDM.
+
+With ``num_objects`` > 0 each member also learns, as an auxiliary task, where the scene's objects
+stand relative to the tool point at each of the K steps (``OBJECT_OFFSETS``, from the recorded
+object state). The actions of a pick depend on where one block stands, and only the pick samples
+tell the action loss so; every frame of every episode shows all the objects, so the auxiliary target
+teaches the readout to find them from every sample. It is trained, then unused: the exported graph
+returns the actions alone.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from vans_engine.constants import ACTION_MASK, ACTIONS, STATE
+from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
 
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
 MEMBER_WEIGHTS = "member_weights"  # optional batch key: (num_members, B) float, each member's sample weights
 ENSEMBLE_VOTES = ("mean", "medoid")
 READOUTS = ("cells", "keypoints", "cells_and_keypoints")
+OBJECT_OFFSET_SCALE = 0.1  # metres: the auxiliary target is the offset over this, of order one on the desk
 
 
 class _ActionHead(nn.Module):
@@ -51,7 +59,7 @@ class _ActionHead(nn.Module):
     """
 
     def __init__(self, feature_dim: int, grid: tuple[int, int], cell_dim: int, hidden_dim: int, action_dim: int,
-                 state_dim: int, readout: str, num_keypoints: int):
+                 state_dim: int, readout: str, num_keypoints: int, num_objects: int):
         super().__init__()
         rows, cols = grid
         self.readout, self.cell_dim = readout, cell_dim
@@ -66,6 +74,7 @@ class _ActionHead(nn.Module):
         self.state = nn.Linear(state_dim, hidden_dim)
         self.mixer = nn.Conv1d(hidden_dim, hidden_dim, 3, padding=1)
         self.head = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, action_dim))
+        self.object_offsets = nn.Sequential(nn.SiLU(), nn.Linear(hidden_dim, 3 * num_objects)) if num_objects else None
 
     def projected_cells(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, K, rows, cols, C) pooled features -> (B, K, rows * cols, cell_dim)."""
@@ -88,10 +97,13 @@ class _ActionHead(nn.Module):
             parts += [torch.cat(self.keypoints(cells), dim=-1).reshape(b, k, -1)]
         return self.frame(torch.cat(parts, dim=-1))
 
-    def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+    def trunk(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+        """(B, K, rows, cols, C) pooled features and (B, state_dim) state -> (B, K, hidden_dim)."""
         frames = F.silu(self.read_frames(pooled) + self.state(normalized_state)[:, None])
-        mixed = frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
-        return torch.tanh(self.head(mixed))
+        return frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, pooled: torch.Tensor, normalized_state: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(self.trunk(pooled, normalized_state)))
 
 
 class VideoFeatureIDM(ModelMixin, ConfigMixin):
@@ -123,6 +135,9 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             (where each looked and what it saw there; see the module's ``_ActionHead``),
             `"cells_and_keypoints"` both side by side.
         num_keypoints (`int`, defaults to 16): the queries of the `"keypoints"` readout.
+        num_objects (`int`, defaults to 0): objects whose offsets from the tool point each member learns
+            to tell, an auxiliary task of training (the module's docstring); 0 learns the actions alone.
+        object_weight (`float`, defaults to 1.0): the auxiliary loss's weight beside the actions'.
     """
 
     config_name = "config.json"
@@ -134,7 +149,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                  pool: int = 2, cell_dim: int = 48, hidden_dim: int = 256, action_dim: int = 4, state_dim: int = 4,
                  state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
                  feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",),
-                 num_members: int = 1, ensemble_vote: str = "mean", readout: str = "cells", num_keypoints: int = 16):
+                 num_members: int = 1, ensemble_vote: str = "mean", readout: str = "cells", num_keypoints: int = 16,
+                 num_objects: int = 0, object_weight: float = 1.0):
         super().__init__()
         rows, cols = (int(v) for v in patch_grid)
         for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
@@ -151,6 +167,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             raise ValueError(f"patch_grid {rows}x{cols} must be divisible by pool {pool}")
         if feature_step < 0:
             raise ValueError(f"feature_step must be >= 0, got {feature_step}")
+        if num_objects < 0 or object_weight < 0:
+            raise ValueError(f"num_objects and object_weight must be >= 0, got {num_objects} and {object_weight}")
         if (state_mean is None) != (state_std is None):
             raise ValueError("state_mean and state_std go together: give both or neither")
         for stats in (state_mean, state_std):
@@ -159,7 +177,7 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         if state_std is not None and min(state_std) <= 0:
             raise ValueError(f"state_std must be positive, got {state_std}")
         self.members = nn.ModuleList(_ActionHead(feature_dim, (rows // pool, cols // pool), cell_dim, hidden_dim,
-                                                 action_dim, state_dim, readout, num_keypoints)
+                                                 action_dim, state_dim, readout, num_keypoints, num_objects)
                                      for _ in range(num_members))
         self.register_buffer("state_offset", torch.tensor(state_mean or [0.0] * state_dim), persistent=False)
         self.register_buffer("state_scale", torch.tensor(state_std or [1.0] * state_dim), persistent=False)
@@ -181,14 +199,27 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         grid = features.view(b, self.config.num_frames, rows // p, p, cols // p, p, c)
         return grid.mean(dim=(3, 5))
 
-    def member_actions(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception ->
-        (num_members, B, K, action_dim), each member's actions."""
+    def normalized_state(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         b = pooled.shape[0]
         if state.ndim != 2 or state.shape != (b, self.config.state_dim):
             raise ValueError(f"state must have shape ({b}, {self.config.state_dim}), got {tuple(state.shape)}")
-        normalized = (state.to(pooled.dtype) - self.state_offset.to(pooled.dtype)) / self.state_scale.to(pooled.dtype)
+        return (state.to(pooled.dtype) - self.state_offset.to(pooled.dtype)) / self.state_scale.to(pooled.dtype)
+
+    def member_actions(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception ->
+        (num_members, B, K, action_dim), each member's actions."""
+        normalized = self.normalized_state(pooled, state)
         return torch.stack([member(pooled, normalized) for member in self.members])
+
+    def member_object_offsets(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The auxiliary task's answer: (num_members, B, K, num_objects, 3), each object's centre minus
+        the tool point in metres, as each member tells it (``num_objects`` > 0 only)."""
+        if not self.config.num_objects:
+            raise ValueError("this head was built without the object offsets task (num_objects = 0)")
+        normalized = self.normalized_state(pooled, state)
+        b, k = pooled.shape[:2]
+        return torch.stack([member.object_offsets(member.trunk(pooled, normalized)) for member in self.members]
+                           ).reshape(len(self.members), b, k, self.config.num_objects, 3) * OBJECT_OFFSET_SCALE
 
     def actions_from_pooled(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, K, Hp / pool, Wp / pool, C) pooled features and (B, state_dim) proprioception -> (B, K,
@@ -215,20 +246,39 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         :meth:`pool_features` gives them; ``batch[STATE]`` (B, state_dim) the current proprioception;
         ``batch[ACTIONS]`` (B, K, action_dim); ``batch[MEMBER_WEIGHTS]``, optional (num_members, B),
         each member's weight of each sample (a bootstrap of the data, so that members differ in what
-        they saw as well as where they started).
+        they saw as well as where they started); ``batch[OBJECT_OFFSETS]`` (B, K, num_objects, 3),
+        needed when ``num_objects`` > 0: the auxiliary task's target, weighted by ``object_weight``.
         """
         actions = batch[ACTIONS]
-        predicted = self.member_actions(batch[VDM_FEATURES], batch[STATE])
+        pooled, state = batch[VDM_FEATURES], batch[STATE]
+        normalized = self.normalized_state(pooled, state)
+        trunks = [member.trunk(pooled, normalized) for member in self.members]
+        predicted = torch.stack([torch.tanh(member.head(trunk)) for member, trunk in zip(self.members, trunks)])
         members, b = predicted.shape[:2]
         mask = batch.get(ACTION_MASK, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device))
         sample_weights = batch.get(MEMBER_WEIGHTS, torch.ones(members, b, device=actions.device))
         if sample_weights.shape != (members, b):
             raise ValueError(f"{MEMBER_WEIGHTS} must have shape ({members}, {b}), got {tuple(sample_weights.shape)}")
         weight = (mask.float()[None] * sample_weights.float()[:, :, None]).unsqueeze(-1)  # (members, B, K, 1)
-        squared = ((predicted - actions[None]) ** 2 * weight).sum(dim=(1, 2, 3))
-        per_member = squared / (weight.sum(dim=(1, 2, 3)) * actions.shape[-1]).clamp(min=1e-6)
-        loss = per_member.mean()
-        return loss, {"loss": loss.item(), "chunk_mse": loss.item()}
+
+        def weighted_mse(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            """(members, B, K, D) against (B, K, D): each member's weighted mean, averaged over members."""
+            squared = ((predicted - target[None]) ** 2 * weight).sum(dim=(1, 2, 3))
+            return (squared / (weight.sum(dim=(1, 2, 3)) * target.shape[-1]).clamp(min=1e-6)).mean()
+
+        action_loss = weighted_mse(predicted, actions)
+        if not self.config.num_objects:
+            return action_loss, {"loss": action_loss.item(), "chunk_mse": action_loss.item()}
+        if OBJECT_OFFSETS not in batch:
+            raise ValueError(f"a head with num_objects = {self.config.num_objects} trains on {OBJECT_OFFSETS}")
+        target = batch[OBJECT_OFFSETS].flatten(2) / OBJECT_OFFSET_SCALE
+        told = torch.stack([member.object_offsets(trunk) for member, trunk in zip(self.members, trunks)])
+        if target.shape != told.shape[1:]:
+            raise ValueError(f"{OBJECT_OFFSETS} must have shape ({b}, {actions.shape[1]}, {self.config.num_objects}, "
+                             f"3), got {tuple(batch[OBJECT_OFFSETS].shape)}")
+        object_loss = weighted_mse(told, target)
+        loss = action_loss + self.config.object_weight * object_loss
+        return loss, {"loss": loss.item(), "chunk_mse": action_loss.item(), "object_mse": object_loss.item()}
 
     def example_inputs(self, batch_size: int, future_frames: int) -> dict[str, torch.Tensor]:
         """Zero inputs of the exported graph's shapes, keyed by input name, for a planner of
