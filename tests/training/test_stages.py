@@ -93,6 +93,23 @@ def test_vlm_sft_trains_a_vlm_that_reads_proprioception(dataset, tmp_path):
         vlm.generate_captions(np.zeros((4, 64, 64, 3), np.uint8), "push the red button")
 
 
+def test_vlm_sft_fine_tunes_a_trained_vlm_with_its_tokenizer(trained, dataset, tmp_path):
+    """``init_from`` starts from the trained VLM's weights and tokenizer (its first loss is the trained
+    one's, not a fresh model's), and refuses a VLM that reads another prompt."""
+    from vans_engine.models.vlm import NextEventVLM
+
+    fresh = read_log(trained["vlm-sft"])[0]["loss"]
+    out = run_stage("vlm-sft", VLMSFTConfig, dataset, tmp_path / "fine-tuned", max_steps=4, lr=1e-4, min_lr=1e-4,
+                    eval_freq=4, save_freq=4, init_from=str(trained["vlm-sft"]))
+    first = read_log(out.parent)[0]["loss"]
+    assert first < 0.9 * fresh
+    started = NextEventVLM.from_pretrained(trained["vlm-sft"] / "final")
+    assert NextEventVLM.from_pretrained(out).tokenizer.get_vocab() == started.tokenizer.get_vocab()
+    with pytest.raises(ValueError, match="reads_state is True but the VLM at .* was trained with reads_state False"):
+        run_stage("vlm-sft", VLMSFTConfig, dataset, tmp_path / "refused", max_steps=1,
+                  init_from=str(trained["vlm-sft"]), reads_state=True)
+
+
 def test_curves_draw_training_and_evaluation_scalars(trained, tmp_path):
     from PIL import Image
 

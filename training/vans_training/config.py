@@ -91,6 +91,9 @@ class VLMSFTConfig(TrainConfig):
             (tool point and gripper opening), which the planner passes at run time.
         expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger``),
             captioned with the event in progress at states the planner reached and the expert never does.
+        init_from (`str`): fine-tune this trained VLM (a ``vlm-sft`` output, a VLM folder or a planner
+            checkpoint) with its tokenizer, instead of fresh weights; ``vlm`` and ``vocab_size`` are then
+            unused, and ``reads_state`` must match it.
     """
 
     output_dir: str = "runs/vlm-sft"
@@ -98,6 +101,7 @@ class VLMSFTConfig(TrainConfig):
     vocab_size: int = 600
     reads_state: bool = False
     expert_branches: bool = False
+    init_from: str = ""
 
 
 @dataclass

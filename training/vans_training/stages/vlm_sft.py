@@ -2,7 +2,8 @@
 
 Cross-entropy on the caption tokens only (the prompt is masked), teacher forcing. The tokenizer is a
 byte-level BPE trained on every task's instruction and event captions (from ``vans_sim.tasks``, so it
-covers events a dataset happens to lack).
+covers events a dataset happens to lack). ``init_from`` fine-tunes a trained VLM instead, with its own
+tokenizer: a DAgger round's branches are then learnt without drawing a new model from scratch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
 from vans_training.config import VLMSFTConfig
 from vans_training.data import task_corpus, train_and_valid
 from vans_training.metrics import caption_scores
-from vans_training.trainer import Stage
+from vans_training.trainer import FINAL, Stage
+
+
+def resolve_vlm_folder(path: str | Path) -> Path:
+    """A VLM folder (config and tokenizer) given it, a stage output (its ``final/``) or a planner
+    checkpoint (its ``vlm/``)."""
+    path = Path(path)
+    for candidate in (path / FINAL, path / "vlm", path):
+        if (candidate / "config.json").is_file() and (candidate / "tokenizer.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no VLM (config.json + tokenizer.json) in {path}, {path / FINAL} or {path / 'vlm'}")
 
 
 class VLMSFTStage(Stage):
@@ -26,8 +37,14 @@ class VLMSFTStage(Stage):
     def __init__(self, config: VLMSFTConfig, device: torch.device):
         super().__init__(config, device)
         self.train_data, self.valid_data = train_and_valid(config, expert_branches=config.expert_branches)
-        tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
-        self.vlm = NextEventVLM.from_config(tokenizer, reads_state=config.reads_state, **config.vlm).to(device)
+        if config.init_from:
+            self.vlm = NextEventVLM.from_pretrained(resolve_vlm_folder(config.init_from)).to(device)
+            if self.vlm.reads_state != config.reads_state:
+                raise ValueError(f"reads_state is {config.reads_state} but the VLM at {config.init_from} was "
+                                 f"trained with reads_state {self.vlm.reads_state}")
+        else:
+            tokenizer = train_caption_tokenizer(task_corpus() + self.train_data.caption_corpus(), config.vocab_size)
+            self.vlm = NextEventVLM.from_config(tokenizer, reads_state=config.reads_state, **config.vlm).to(device)
         self.model = self.vlm.model
 
     def _loss(self, batch, model) -> tuple[torch.Tensor, dict[str, float]]:
