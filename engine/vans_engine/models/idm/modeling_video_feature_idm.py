@@ -26,8 +26,9 @@ With ``num_objects`` > 0 each member also learns, as an auxiliary task, where th
 stand relative to the tool point at each of the K steps (``OBJECT_OFFSETS``, from the recorded
 object state). The actions of a pick depend on where one block stands, and only the pick samples
 tell the action loss so; every frame of every episode shows all the objects, so the auxiliary target
-teaches the readout to find them from every sample. It is trained, then unused: the exported graph
-returns the actions alone.
+asks the readout to find them from every sample. It is trained, then unused: the exported graph
+returns the actions alone. Measured on the planner's first-step tokens, it also tells how much of the
+objects' places the tokens hold: little (the model card's "Where episodes stop" section).
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         return grid.mean(dim=(3, 5))
 
     def normalized_state(self, pooled: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, state_dim) proprioception, checked against the B of ``pooled`` and standardised by the
+        training data's statistics, in ``pooled``'s dtype."""
         b = pooled.shape[0]
         if state.ndim != 2 or state.shape != (b, self.config.state_dim):
             raise ValueError(f"state must have shape ({b}, {self.config.state_dim}), got {tuple(state.shape)}")
