@@ -146,13 +146,14 @@ def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
     for task in config.tasks:
         mine = [r for r in rows if r["task"] == task]
         wins = sum(r["success"] for r in mine)
+        events = get_task(task).events
         tasks[task] = {
             "episodes": len(mine), "successes": wins, "success_rate": wins / len(mine),
             "ci95": list(wilson_interval(wins, len(mine))),
             "mean_steps": float(np.mean([r["steps"] for r in mine])),
             "blocked_share": blocked_share(mine),
-            "events": [e.name for e in get_task(task).events],
-            "events_reached": [sum(r["events_done"] > k for r in mine) for k in range(len(get_task(task).events))],
+            "events": [e.name for e in events],
+            "events_reached": [sum(r["events_done"] > k for r in mine) for k in range(len(events))],
         }
 
     def mean_rate(names: list[str]) -> float | None:

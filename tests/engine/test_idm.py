@@ -7,6 +7,19 @@ from vans_engine.constants import ACTION_MASK, ACTIONS, FRAMES, STATE
 from vans_engine.models.idm import IDMConfig, InverseDynamicsModel
 
 
+def fit(model, batch: dict, steps: int, lr: float) -> list[dict]:
+    """Adam on ``model.compute_loss(batch)`` for ``steps`` steps; each step's logged scalars, in order."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    infos = []
+    for _ in range(steps):
+        loss, info = model.compute_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        infos.append(info)
+    return infos
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -29,15 +42,8 @@ def test_learns_a_transition_rule():
     actions = (frames[:, 1:].mean(dim=(2, 3, 4)) - frames[:, :-1].mean(dim=(2, 3, 4))).unsqueeze(-1).repeat(1, 1, 4)
     batch = {FRAMES: frames, ACTIONS: actions * 5, ACTION_MASK: torch.ones(4, 4, dtype=torch.bool),
              STATE: torch.zeros(4, 4, 4)}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = None
-    for _ in range(40):
-        loss, info = model.compute_loss(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else info["loss"]
-    assert info["loss"] < 0.3 * first
+    infos = fit(model, batch, steps=40, lr=1e-3)
+    assert infos[-1]["loss"] < 0.3 * infos[0]["loss"]
 
 
 @pytest.mark.parametrize("options", [{}, {"chunk_state": True, "chunk_modes": 2, "cameras": ("desk", "side")}],
@@ -227,12 +233,7 @@ def test_mixture_head_keeps_two_motions_apart():
         if modes == 2:  # two modes a little apart, as a regression head split for fine-tuning starts
             with torch.no_grad():
                 model.chunk_head[1].bias.add_(0.05 * torch.randn(8))
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for _ in range(150):
-            loss, info = model.compute_loss(batch)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        info = fit(model, batch, steps=150, lr=1e-3)[-1]
         assert np.isfinite(info["loss"]) and info["chunk_mse"] >= 0
         lengths[modes] = float(model.eval().predict_action_chunk(frames[:1])[0, :, 0].detach().abs().mean())
     assert lengths[1] < 0.15, lengths
@@ -355,14 +356,7 @@ def test_video_feature_idm_learns_actions_from_tokens(readout):
     mask = torch.ones(16, 4, dtype=torch.bool)
     mask[:, -1] = False
     batch = {VDM_FEATURES: pooled, ACTIONS: actions, ACTION_MASK: mask, STATE: torch.zeros(16, 4)}
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        loss, info = model.compute_loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(info["loss"])
+    losses = [info["loss"] for info in fit(model, batch, steps=40, lr=3e-3)]
     assert losses[-1] < 0.3 * losses[0]
     changed = dict(batch, **{ACTIONS: torch.where(mask[..., None], actions, 5.0)})
     assert model.compute_loss(changed)[0].item() == pytest.approx(model.compute_loss(batch)[0].item())
@@ -391,12 +385,7 @@ def test_video_feature_idm_learns_object_offsets_beside_the_actions_and_exports_
     assert info["object_mse"] == pytest.approx(expected.mean().item(), rel=1e-4)
     masked_changed = dict(batch, **{OBJECT_OFFSETS: torch.where(mask[..., None, None], offsets, 9.0)})
     assert model.compute_loss(masked_changed)[1]["object_mse"] == pytest.approx(info["object_mse"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(80):
-        loss, last = model.compute_loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    last = fit(model, batch, steps=80, lr=3e-3)[-1]
     assert last["object_mse"] < 0.3 * info["object_mse"]
     with pytest.raises(ValueError, match="a head with num_objects = 2 trains on object_offsets"):
         model.compute_loss({k: v for k, v in batch.items() if k != OBJECT_OFFSETS})

@@ -91,8 +91,8 @@ class VLMSFTConfig(TrainConfig):
             (tool point and gripper opening), which the planner passes at run time.
         expert_branches (`bool`): also train on the DAgger branches of ``data`` (``vans-train dagger``),
             captioned with the event in progress at states the planner reached and the expert never does.
-        init_from (`str`): fine-tune this trained VLM (a ``vlm-sft`` output, a VLM folder or a planner
-            checkpoint) with its tokenizer, instead of fresh weights; ``vlm`` and ``vocab_size`` are then
+        init_from (`str`): fine-tune this trained VLM (a ``vlm-sft`` output or a VLM folder, such as a
+            planner checkpoint's ``vlm/``) with its tokenizer, instead of fresh weights; ``vlm`` and ``vocab_size`` are then
             unused, and ``reads_state`` must match it.
     """
 

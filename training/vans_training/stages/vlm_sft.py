@@ -14,20 +14,11 @@ import numpy as np
 import torch
 from vans_engine.models.vlm import NextEventVLM, train_caption_tokenizer
 
+from vans_training.assemble import resolve_model_folder
 from vans_training.config import VLMSFTConfig
 from vans_training.data import task_corpus, train_and_valid
 from vans_training.metrics import caption_scores
-from vans_training.trainer import FINAL, Stage
-
-
-def resolve_vlm_folder(path: str | Path) -> Path:
-    """A VLM folder (config and tokenizer) given it, a stage output (its ``final/``) or a planner
-    checkpoint (its ``vlm/``)."""
-    path = Path(path)
-    for candidate in (path / FINAL, path / "vlm", path):
-        if (candidate / "config.json").is_file() and (candidate / "tokenizer.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"no VLM (config.json + tokenizer.json) in {path}, {path / FINAL} or {path / 'vlm'}")
+from vans_training.trainer import Stage
 
 
 class VLMSFTStage(Stage):
@@ -38,7 +29,7 @@ class VLMSFTStage(Stage):
         super().__init__(config, device)
         self.train_data, self.valid_data = train_and_valid(config, expert_branches=config.expert_branches)
         if config.init_from:
-            self.vlm = NextEventVLM.from_pretrained(resolve_vlm_folder(config.init_from)).to(device)
+            self.vlm = NextEventVLM.from_pretrained(resolve_model_folder(config.init_from, "tokenizer.json")).to(device)
             if self.vlm.reads_state != config.reads_state:
                 raise ValueError(f"reads_state is {config.reads_state} but the VLM at {config.init_from} was "
                                  f"trained with reads_state {self.vlm.reads_state}")
