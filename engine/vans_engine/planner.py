@@ -42,7 +42,7 @@ from vans_engine.backends import (
     check_backend,
 )
 from vans_engine.checkpoint import CheckpointError, verify_checkpoint, write_model_index
-from vans_engine.models.idm import VDM_FEATURES, InverseDynamicsModel, VideoFeatureIDM, load_idm
+from vans_engine.models.idm import CURRENT_FRAME, VDM_FEATURES, InverseDynamicsModel, VideoFeatureIDM, load_idm
 from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.modeling_vdm import load_vdm
 from vans_engine.models.vdm.parameterization import as_denoiser, check_prediction
@@ -430,12 +430,15 @@ class Planner:
         video = sampled.frames.cpu()  # (B*S, K, 3, H, W) in [-1, 1]
         timings["vdm"] = (time.perf_counter() - t0) * 1000
 
-        # 5. IDM: the current frame plus the predicted ones (or the VDM's tokens of them) -> K actions
+        # 5. IDM: the current frame plus the predicted ones (or the VDM's tokens of them, and the current
+        # frame for a head that finds keypoints in it) -> K actions
         t0 = time.perf_counter()
+        current = context[:, -1:].float() / 127.5 - 1.0
         if self.idm.reads_vdm_features:
             idm_inputs = {VDM_FEATURES: sampled.features.cpu().numpy().astype(np.float32)}
+            if self.idm.reads_current_frame:
+                idm_inputs[CURRENT_FRAME] = current[:, 0].numpy().astype(np.float32)
         else:
-            current = context[:, -1:].float() / 127.5 - 1.0
             idm_inputs = {"frames": torch.cat([current, video], dim=1).numpy().astype(np.float32)}
         if states is not None:
             idm_inputs["state"] = np.repeat(states, num_samples, axis=0)

@@ -336,7 +336,8 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"num_members": 0}, "num_members must be >= 1"),
     ({"readout": "flatten"}, "readout must be one of cells, keypoints, cells_and_keypoints"),
     ({"readout": "keypoints", "num_keypoints": 0}, "num_keypoints must be >= 1"),
-    ({"num_objects": -1}, "num_objects and object_weight must be >= 0"),
+    ({"num_objects": -1}, "num_objects, object_weight and frame_keypoints must be >= 0"),
+    ({"frame_keypoints": -2}, "num_objects, object_weight and frame_keypoints must be >= 0"),
 ])
 def test_video_feature_idm_config_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -401,6 +402,59 @@ def test_video_feature_idm_learns_object_offsets_beside_the_actions_and_exports_
     outputs = session.run(None, {"vdm_features": tokens.numpy(), "state": state.numpy()})
     assert len(outputs) == 1
     np.testing.assert_allclose(outputs[0], model(tokens, state).detach().numpy(), atol=1e-5)
+
+
+def test_video_feature_idm_reads_the_current_frame_and_exports_it_as_a_third_input(tmp_path):
+    """With ``frame_keypoints`` the head's actions depend on the current frame, which it checks (one
+    view's shape, or two side by side); it saves, loads and exports with ``frame`` as the graph's third
+    input, and ONNX Runtime gives PyTorch's actions."""
+    from vans_engine.export import export_idm_onnx
+    from vans_engine.models.idm import CURRENT_FRAME, load_idm
+
+    torch.manual_seed(0)
+    model = feature_idm(frame_keypoints=3)
+    assert model.reads_current_frame and not feature_idm().reads_current_frame
+    tokens, state = torch.randn(2, 4 * 16, 32), torch.tensor([[0.1, -0.1, 0.5, 1.0]] * 2)
+    frame = torch.rand(2, 3, 64, 64) * 2 - 1
+    actions = model(tokens, state, frame)
+    assert not torch.allclose(actions, model(tokens, state, torch.flip(frame, dims=[3])))
+    for bad in (None, frame[:1], frame[:, :, :32]):
+        with pytest.raises(ValueError, match=r"reads the current frame \(1 view\(s\) side by side\): frame must have "
+                                             r"shape \(2, 3, 64, 64\)"):
+            model(tokens, state, bad)
+    two_views = feature_idm(frame_keypoints=3, cameras=("desk", "side"))
+    assert two_views(tokens, state, torch.zeros(2, 3, 64, 128)).shape == (2, 4, 4)
+
+    model.save_pretrained(tmp_path / "idm")
+    loaded = load_idm(tmp_path / "idm")
+    assert loaded.config.frame_keypoints == 3
+    torch.testing.assert_close(loaded(tokens, state, frame), actions)
+    assert list(loaded.example_inputs(1, 4)) == ["vdm_features", "state", CURRENT_FRAME]
+    session = ort.InferenceSession(str(export_idm_onnx(loaded, tmp_path / "idm.onnx", future_frames=4)),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["vdm_features", "state", CURRENT_FRAME]
+    outputs = session.run(None, {"vdm_features": tokens.numpy(), "state": state.numpy(), CURRENT_FRAME: frame.numpy()})
+    np.testing.assert_allclose(outputs[0], actions.detach().numpy(), atol=1e-5)
+
+
+def test_video_feature_idm_finds_an_object_in_the_current_frame():
+    """Actions that point at a bright square, placed anywhere in the frame, are learnt from the frame's
+    keypoints when the VDM's tokens say nothing of it; the place comes through the spatial softmax."""
+    from vans_engine.constants import ACTIONS, STATE
+    from vans_engine.models.idm import CURRENT_FRAME, VDM_FEATURES
+
+    torch.manual_seed(0)
+    model = feature_idm(frame_keypoints=4).train()
+    where = torch.randint(4, 56, (32, 2))
+    frame = -torch.ones(32, 3, 64, 64)
+    for i, (x, y) in enumerate(where.tolist()):
+        frame[i, :, y:y + 4, x:x + 4] = 1.0
+    target = ((where.float() + 2) / 32 - 1)  # the square's centre, x and y in [-1, 1]
+    actions = torch.cat([target, torch.zeros(32, 2)], dim=1)[:, None].expand(-1, 4, -1) * 0.8
+    batch = {VDM_FEATURES: torch.zeros(32, 4, 2, 2, 32), ACTIONS: actions, STATE: torch.zeros(32, 4),
+             CURRENT_FRAME: frame}
+    losses = [info["loss"] for info in fit(model, batch, steps=60, lr=3e-3)]
+    assert losses[-1] < 0.2 * losses[0]
 
 
 def test_video_feature_idm_keypoints_report_where_they_look():

@@ -369,9 +369,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_
 
 def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cache(dataset, tmp_path):
     """The action head on a planner's VDM tokens, an ensemble of two that also learns where the objects
-    are (``object_weight``): the loss goes down, the tokens are computed once and cached, a second run
+    are (``object_weight``) and reads the current frame, recoloured (``frame_keypoints``,
+    ``photometric_jitter``): the loss goes down, the tokens are computed once and cached, a second run
     of more steps resumes from the checkpoint and the cache, and the head assembles into a planner that
-    plans from those tokens."""
+    plans from those tokens and the frame, alike on ONNX Runtime and PyTorch."""
     from vans_engine.planner import Planner, PlannerConfig
     from vans_engine.testing import tiny_checkpoint
 
@@ -381,7 +382,8 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
     planner_folder = tiny_checkpoint(tmp_path / "planner", PlannerConfig(num_inference_steps=2))
     out = tmp_path / "feature-idm"
     fields = dict(vdm_model=str(planner_folder), lr=3e-3, min_lr=3e-3, eval_freq=6, save_freq=6, batch_size=16,
-                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32, "num_members": 2}, object_weight=1.0)
+                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32, "num_members": 2, "frame_keypoints": 2},
+                  object_weight=1.0, photometric_jitter=0.3)
     run_stage("feature-idm", FeatureIDMTrainConfig, dataset, out, max_steps=12, **fields)
     assert_loss_goes_down(out)
     evaluation = read_log(out, "eval")
@@ -395,12 +397,16 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
     assert (out / FEATURE_CACHE).stat().st_mtime == cached_at  # read back, not recomputed
     assert [row["step"] for row in read_log(out)][-1] == 18
 
-    planner = Planner.from_pretrained(assemble(planner_folder / "vlm", planner_folder / "vdm", out, 2,
-                                               tmp_path / "assembled"), backend="onnxruntime")
+    assembled = assemble(planner_folder / "vlm", planner_folder / "vdm", out, 2, tmp_path / "assembled")
+    planner = Planner.from_pretrained(assembled, backend="onnxruntime")
     assert planner.idm.reads_vdm_features and planner.needs_state and planner.idm.config.num_members == 2
-    frames = np.zeros((4, 64, 64, 3), np.uint8)
-    plan = planner.plan(frames, "push the red button", state=np.array([0.0, -0.1, 0.5, 1.0], np.float32), seed=0)
+    assert planner.idm.reads_current_frame
+    frames = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    state = np.array([0.0, -0.1, 0.5, 1.0], np.float32)
+    plan = planner.plan(frames, "push the red button", state=state, seed=0)
     assert plan.actions.shape == (8, 4) and np.isfinite(plan.actions).all()
+    eager = Planner.from_pretrained(assembled, backend="torch").plan(frames, "push the red button", state=state, seed=0)
+    np.testing.assert_allclose(plan.actions, eager.actions, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -634,8 +640,10 @@ def test_config_errors_name_the_field(tmp_path):
     assert load_config(IDMTrainConfig, None, ["lr=1e-3", "min_lr=1e-4"]).lr == 1e-3  # YAML reads 1e-3 as text
     with pytest.raises(ValueError, match="IDMTrainConfig.lr must be float, got 'fast'"):
         load_config(IDMTrainConfig, None, ["lr=fast"])
-    with pytest.raises(ValueError, match="object_weight must be >= 0"):
+    with pytest.raises(ValueError, match="object_weight must be >= 0 and photometric_jitter in"):
         load_config(FeatureIDMTrainConfig, None, ["object_weight=-1.0"])
+    with pytest.raises(ValueError, match=r"photometric_jitter in \[0, 1\), got 0.0 and 1.5"):
+        load_config(FeatureIDMTrainConfig, None, ["photometric_jitter=1.5"])
     with pytest.raises(ValueError, match="set the object offsets task with object_weight, not under head"):
         load_config(FeatureIDMTrainConfig, None, ["head.num_objects=3"])
 

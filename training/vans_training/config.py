@@ -278,6 +278,8 @@ class FeatureIDMTrainConfig(TrainConfig):
         object_weight (`float`): above 0, the head also learns where every object stands relative to the
             tool point (an auxiliary task, from the recorded object state), with this weight beside the
             actions' loss; 0 learns the actions alone.
+        photometric_jitter (`float`): for a head with ``frame_keypoints``, the strength of the random
+            brightness, contrast and colour of each training sample's current frame (0: none).
     """
 
     output_dir: str = "runs/feature-idm"
@@ -287,6 +289,7 @@ class FeatureIDMTrainConfig(TrainConfig):
     feature_batch_size: int = 64
     expert_branches: bool = False
     object_weight: float = 0.0
+    photometric_jitter: float = 0.0
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -296,8 +299,9 @@ class FeatureIDMTrainConfig(TrainConfig):
         super().__post_init__()
         if self.feature_step < 0 or self.feature_batch_size < 1:
             raise ValueError("feature_step must be >= 0 and feature_batch_size >= 1")
-        if self.object_weight < 0:
-            raise ValueError(f"object_weight must be >= 0, got {self.object_weight}")
+        if self.object_weight < 0 or not 0 <= self.photometric_jitter < 1:
+            raise ValueError(f"object_weight must be >= 0 and photometric_jitter in [0, 1), got "
+                             f"{self.object_weight} and {self.photometric_jitter}")
         if {"num_objects", "object_weight"} & set(self.head):
             raise ValueError("set the object offsets task with object_weight, not under head")
 

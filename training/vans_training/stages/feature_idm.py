@@ -13,6 +13,10 @@ so that the members differ in the data they saw as well as in their initial weig
 
 With ``object_weight`` > 0 the head also learns where each object stands relative to the tool point
 (``VideoFeatureIDM``'s auxiliary task); validation then reports that error in centimetres.
+
+A head with ``frame_keypoints`` (under ``head``) also reads each sample's current frame, the last
+context frame, recoloured in training by ``photometric_jitter``: held-out desks are lit and coloured
+outside the train split's values, and the keypoints should follow the objects, not the colours.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
-from vans_engine.models.idm import MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
+from vans_engine.models.idm import CURRENT_FRAME, MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
 from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.parameterization import as_denoiser
 from vans_engine.models.vdm.sampling import pack_model_input
 
+from vans_training.augment import jitter_photometry
 from vans_training.config import FeatureIDMTrainConfig
 from vans_training.data import NextEventData, to_model_frames, train_and_valid
 from vans_training.stages.idm import IDMLoss
@@ -104,7 +109,10 @@ class FeatureIDMStage(Stage):
 
     # -- training ---------------------------------------------------------------------------------------
 
-    def tensors(self, data: NextEventData, indices: np.ndarray, features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def tensors(self, data: NextEventData, indices: np.ndarray, features: torch.Tensor,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The head's batch of the samples at ``indices``; with a ``generator`` (training), the current
+        frame recoloured by ``photometric_jitter``."""
         batch = data.batch(indices)
         tensors = {VDM_FEATURES: features.float().to(self.device),
                    ACTIONS: torch.from_numpy(batch.actions).to(self.device),
@@ -113,11 +121,17 @@ class FeatureIDMStage(Stage):
         if self.head.config.num_objects:
             offsets = batch.object_pos - batch.state[:, :, None, :3]
             tensors[OBJECT_OFFSETS] = torch.from_numpy(offsets).to(self.device)
+        if self.head.reads_current_frame:
+            frame = to_model_frames(batch.context[:, -1:], self.device)  # (B, 1, 3, H, W)
+            if generator is not None and self.config.photometric_jitter:
+                frame = jitter_photometry(frame, self.config.photometric_jitter, generator)
+            tensors[CURRENT_FRAME] = frame[:, 0]
         return tensors
 
     def compute_loss(self, rng: np.random.Generator):
         picked = rng.integers(0, len(self.train_data), self.config.batch_size)
-        batch = self.tensors(self.train_data, picked, self.train_cache[picked])
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        batch = self.tensors(self.train_data, picked, self.train_cache[picked], generator)
         if self.head.config.num_members > 1:
             weights = rng.poisson(1.0, (self.head.config.num_members, len(picked)))
             batch[MEMBER_WEIGHTS] = torch.from_numpy(weights).float().to(self.device)
@@ -126,7 +140,7 @@ class FeatureIDMStage(Stage):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         batch = self.tensors(self.valid_data, self.valid_indices, self.valid_cache)
-        members = self.head.member_actions(batch[VDM_FEATURES], batch[STATE])
+        members = self.head.member_actions(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
         mask = batch[ACTION_MASK]
         error = (members.mean(dim=0) - batch[ACTIONS])[mask]
         metrics = {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
@@ -134,7 +148,8 @@ class FeatureIDMStage(Stage):
             member_error = (members - batch[ACTIONS][None])[:, mask]
             metrics["member_chunk_mse"] = float((member_error**2).mean())
         if self.head.config.num_objects:  # how far off each object is told, root mean square over x, y, z
-            told = self.head.member_object_offsets(batch[VDM_FEATURES], batch[STATE]).mean(dim=0)
+            told = self.head.member_object_offsets(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME)
+                                                   ).mean(dim=0)
             squared = ((told - batch[OBJECT_OFFSETS]) ** 2)[mask].sum(dim=-1)  # (samples, objects)
             metrics["object_rms_cm"] = float(squared.mean().sqrt()) * 100
         return metrics

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from vans_engine.models.idm.configuration_idm import IDMConfig
 from vans_engine.models.idm.modeling_idm import InverseDynamicsModel
-from vans_engine.models.idm.modeling_video_feature_idm import MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
+from vans_engine.models.idm.modeling_video_feature_idm import CURRENT_FRAME, MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
 
 # The planner's action component: what reads the VDM's answer and gives the actions.
 IDM_CLASSES = {cls.__name__: cls for cls in (InverseDynamicsModel, VideoFeatureIDM)}
@@ -28,4 +28,4 @@ def require_frame_reader(idm: InverseDynamicsModel | VideoFeatureIDM, where: str
     return idm
 
 
-__all__ = ["IDMConfig", "IDM_CLASSES", "InverseDynamicsModel", "MEMBER_WEIGHTS", "VDM_FEATURES", "VideoFeatureIDM", "load_idm", "require_frame_reader"]
+__all__ = ["CURRENT_FRAME", "IDMConfig", "IDM_CLASSES", "InverseDynamicsModel", "MEMBER_WEIGHTS", "VDM_FEATURES", "VideoFeatureIDM", "load_idm", "require_frame_reader"]
