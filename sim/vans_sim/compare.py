@@ -9,7 +9,8 @@ seeds) are paired: McNemar's exact test counts only the episodes whose outcome d
 spread in how hard the seeds are does not blur the comparison. Runs that did not are compared with
 Fisher's exact test. At 120 episodes a run, a change of a few successes is what chance alone gives:
 the test says how many. A second table gives each run's share of blocked steps per task (see
-``vans_sim.score``): where a policy's failed episodes stall.
+``vans_sim.score``): where a policy's failed episodes stall; a third, how many of each run's
+episodes reached each of a task's events: how far its failures got.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 from math import comb
 from pathlib import Path
 
-from vans_sim.report import blocked_share, success_bar_plot, wilson_interval
+from vans_sim.report import blocked_share, events_reached_text, success_bar_plot, wilson_interval
 
 
 def binomial_two_sided(k: int, n: int) -> float:
@@ -126,12 +127,20 @@ def blocked_share_cell(report: dict, task: str | None) -> str:
     return f"{blocked_share(episodes):.0%}"
 
 
-def blocked_table(reports: dict[str, dict]) -> str:
+def events_reached_cell(report: dict, task: str | None) -> str:
+    """How many of a report's episodes of ``task`` reached each of its events; empty for the overall
+    row, a task the report did not score, and reports written before ``vans-sim score`` counted them."""
+    summary = report["tasks"].get(task) if task is not None else None
+    return events_reached_text(summary) if summary and "events_reached" in summary else ""
+
+
+def per_task_table(reports: dict[str, dict], cell, overall: bool = True) -> str:
+    """One row per scored task (and an overall row), one ``cell(report, task)`` column per run."""
     names = list(reports)
-    tasks = scored_tasks(reports)
+    tasks = scored_tasks(reports) + ([None] if overall else [])
     header = "| task | " + " | ".join(names) + " |\n|---|" + "---:|" * len(names) + "\n"
-    rows = [f"| {'**overall**' if task is None else task} | "
-            + " | ".join(blocked_share_cell(reports[n], task) for n in names) + " |" for task in tasks + [None]]
+    rows = [f"| {'**overall**' if task is None else task} | " + " | ".join(cell(reports[n], task) for n in names)
+            + " |" for task in tasks]
     return header + "\n".join(rows) + "\n"
 
 
@@ -140,7 +149,8 @@ def compare(runs: list[str], out: str | Path) -> Path:
     by side); returns ``OUT.md``."""
     reports = load_runs(runs)
     table = comparison_table(reports)
-    blocked = blocked_table(reports)
+    blocked = per_task_table(reports, blocked_share_cell)
+    events = per_task_table(reports, events_reached_cell, overall=False)
     commands = "\n".join(f"- {name}: `{report.get('command', '')}`" for name, report in reports.items())
     out = Path(out).with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +161,9 @@ def compare(runs: list[str], out: str | Path) -> Path:
                    f"outcome differs where the runs scored the same episodes, Fisher's otherwise).\n\n{table}\n"
                    f"Blocked steps: the share of each run's steps that commanded a motion the tool did not make "
                    f"(pressed on the desk or an object, or at the edge of its reach).\n\n{blocked}\n"
+                   f"Episodes reaching each event of their task, in order: how far the failures got.\n\n{events}\n"
                    f"![success per task, the runs side by side]({out.with_suffix('.png').name})\n\n{commands}\n")
     print(table)
     print(blocked)
+    print(events)
     return out

@@ -13,6 +13,11 @@ def blocked_share(episodes: list[dict]) -> float:
     return sum(e["blocked_steps"] for e in episodes) / max(1, sum(e["steps"] for e in episodes))
 
 
+def events_reached_text(task_summary: dict) -> str:
+    """A task summary's episodes reaching each of its events, in order: "reach 12 → push 11"."""
+    return " → ".join(f"{e} {n}" for e, n in zip(task_summary["events"], task_summary["events_reached"]))
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a success rate; well behaved at 0 and at 100%."""
     if trials == 0:

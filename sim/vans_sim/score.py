@@ -42,7 +42,7 @@ from vans_sim.env import RoboDeskEnv
 from vans_sim.policies import load_policy_class
 from vans_sim.randomization import check_overrides
 from vans_sim import scene
-from vans_sim.report import blocked_share, success_bar_plot, wilson_interval, write_grid_video
+from vans_sim.report import blocked_share, events_reached_text, success_bar_plot, wilson_interval, write_grid_video
 from vans_sim.scene import EE_MAX_STEP
 from vans_sim.tasks import get_task
 
@@ -184,9 +184,8 @@ def format_table(report: dict) -> str:
              "|---|---:|---:|---:|---:|---:|---|"]
     for name, t in report["tasks"].items():
         lo, hi = t["ci95"]
-        reached = " → ".join(f"{e} {n}" for e, n in zip(t["events"], t["events_reached"]))
         lines.append(f"| {name} | {t['episodes']} | {t['success_rate']:.1%} | {lo:.1%} – {hi:.1%} | "
-                     f"{t['mean_steps']:.1f} | {t['blocked_share']:.0%} | {reached} |")
+                     f"{t['mean_steps']:.1f} | {t['blocked_share']:.0%} | {events_reached_text(t)} |")
     o = report["overall"]
     lines.append(f"| **overall** | | **{o['success_rate']:.1%}** | | | | |")
     return "\n".join(lines)

@@ -133,6 +133,11 @@ def test_compare_pairs_runs_on_the_same_episodes(tmp_path):
     blocked_overall = next(line for line in blocked.splitlines() if line.startswith("| **overall**"))
     cells = [c.strip() for c in blocked_overall.strip("|").split("|")[1:]]
     assert cells[0] == "0%" and all(c.endswith("%") for c in cells)
+    # the events table: the expert reaches and presses the button in all three episodes
+    events = written.split("Episodes reaching each event")[1]
+    expert_events = next(line for line in events.splitlines() if line.startswith("| push_red"))
+    assert expert_events.split("|")[2].strip() == "reach_red_button 3 → press_red_button 3"
+    assert "**overall**" not in events
 
 
 def test_compare_leaves_blocked_share_empty_for_reports_that_lack_it():
@@ -142,6 +147,10 @@ def test_compare_leaves_blocked_share_empty_for_reports_that_lack_it():
                               {"task": "stack", "seed": 0, "success": False, "steps": 60}]}
     assert blocked_share_cell(report, "push_red") == "25%"
     assert blocked_share_cell(report, "stack") == "" and blocked_share_cell(report, None) == ""
+    from vans_sim.compare import events_reached_cell
+
+    assert events_reached_cell({"tasks": {"stack": {"episodes": 2}}}, "stack") == ""
+    assert events_reached_cell({"tasks": {}}, "stack") == "" and events_reached_cell({"tasks": {}}, None) == ""
 
 
 def test_compare_exact_tests_match_known_values():
