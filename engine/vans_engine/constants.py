@@ -8,6 +8,9 @@ STATE = "observation.state"  # (B, state_dim): proprioception, ee_pos (3) + grip
 # (B, N, O, 3): each of O objects' centre minus the tool point, in metres, before each action; a training
 # target only (an auxiliary task of the action head), never an input
 OBJECT_OFFSETS = "object_offsets"
+# (B, O, 2): where the desk camera's current frame shows each of O objects, x right and y down with the
+# image's edges at -1 and 1; a training target only (the action head's object keypoints)
+OBJECT_IMAGE_XY = "object_image_xy"
 
 # Checkpoint layout (diffusers style): one folder per component plus model_index.json.
 MODEL_INDEX = "model_index.json"

@@ -117,13 +117,32 @@ CONTROL_SUBSTEPS = 10
 CONTROL_PERIOD = TIMESTEP * CONTROL_SUBSTEPS
 
 
-def _camera_xyaxes(pos: np.ndarray, target: np.ndarray) -> str:
-    """MJCF ``xyaxes`` for a camera at ``pos`` looking at ``target`` with the world z up."""
+def _camera_axes(pos: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit forward, right and up vectors of a camera at ``pos`` looking at ``target``, the world z up."""
     forward = (target - pos) / np.linalg.norm(target - pos)
     right = np.cross(forward, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
-    up = np.cross(right, forward)
+    return forward, right, np.cross(right, forward)
+
+
+def _camera_xyaxes(pos: np.ndarray, target: np.ndarray) -> str:
+    """MJCF ``xyaxes`` for a camera at ``pos`` looking at ``target`` with the world z up."""
+    _, right, up = _camera_axes(pos, target)
     return " ".join(f"{v:.6f}" for v in (*right, *up))
+
+
+def project_to_desk_image(points: np.ndarray) -> np.ndarray:
+    """World points (..., 3) -> where the desk camera's square image shows them, (..., 2): x to the
+    right and y down, the image's edges at -1 and 1 (a pinhole of ``CAMERA_FOVY``, as MuJoCo renders
+    it). Training uses it to tell a model where the objects are in the frame."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape[-1:] != (3,):
+        raise ValueError(f"points must have shape (..., 3), got {points.shape}")
+    forward, right, up = _camera_axes(CAMERA_POS, CAMERA_TARGET)
+    offset = points - CAMERA_POS
+    depth = offset @ forward
+    scale = 1.0 / (np.tan(np.radians(CAMERA_FOVY) / 2) * depth)
+    return np.stack([(offset @ right) * scale, -(offset @ up) * scale], axis=-1)
 
 
 def _box(name: str, center, half, rgba: str, extra: str = "") -> str:

@@ -338,6 +338,8 @@ def test_video_feature_idm_names_bad_inputs(tokens, state, message):
     ({"readout": "keypoints", "num_keypoints": 0}, "num_keypoints must be >= 1"),
     ({"num_objects": -1}, "num_objects, object_weight and frame_keypoints must be >= 0"),
     ({"frame_keypoints": -2}, "num_objects, object_weight and frame_keypoints must be >= 0"),
+    ({"frame_keypoints": 2, "object_keypoints": 3}, r"object_keypoints must be between 0 and frame_keypoints \(2\)"),
+    ({"frame_keypoints": 2, "object_keypoints": 1, "cameras": ("desk", "side")}, "taught on one camera's frame"),
 ])
 def test_video_feature_idm_config_errors(options, message):
     with pytest.raises(ValueError, match=message):
@@ -437,24 +439,53 @@ def test_video_feature_idm_reads_the_current_frame_and_exports_it_as_a_third_inp
     np.testing.assert_allclose(outputs[0], actions.detach().numpy(), atol=1e-5)
 
 
-def test_video_feature_idm_finds_an_object_in_the_current_frame():
-    """Actions that point at a bright square, placed anywhere in the frame, are learnt from the frame's
-    keypoints when the VDM's tokens say nothing of it; the place comes through the spatial softmax."""
+def squares_batch(count: int = 32):
+    """Frames of one bright 4-pixel square each, anywhere, with actions pointing at it: a batch whose
+    VDM tokens say nothing, so only the current frame tells the actions. Returns the batch and the
+    squares' centres, x and y with the image's edges at -1 and 1."""
     from vans_engine.constants import ACTIONS, STATE
     from vans_engine.models.idm import CURRENT_FRAME, VDM_FEATURES
 
-    torch.manual_seed(0)
-    model = feature_idm(frame_keypoints=4).train()
-    where = torch.randint(4, 56, (32, 2))
-    frame = -torch.ones(32, 3, 64, 64)
+    where = torch.randint(4, 56, (count, 2))
+    frame = -torch.ones(count, 3, 64, 64)
     for i, (x, y) in enumerate(where.tolist()):
         frame[i, :, y:y + 4, x:x + 4] = 1.0
-    target = ((where.float() + 2) / 32 - 1)  # the square's centre, x and y in [-1, 1]
-    actions = torch.cat([target, torch.zeros(32, 2)], dim=1)[:, None].expand(-1, 4, -1) * 0.8
-    batch = {VDM_FEATURES: torch.zeros(32, 4, 2, 2, 32), ACTIONS: actions, STATE: torch.zeros(32, 4),
-             CURRENT_FRAME: frame}
+    centres = (where.float() + 2) / 32 - 1
+    actions = torch.cat([centres, torch.zeros(count, 2)], dim=1)[:, None].expand(-1, 4, -1) * 0.8
+    return {VDM_FEATURES: torch.zeros(count, 4, 2, 2, 32), ACTIONS: actions, STATE: torch.zeros(count, 4),
+            CURRENT_FRAME: frame}, centres
+
+
+def test_video_feature_idm_finds_an_object_in_the_current_frame():
+    """Actions that point at a bright square, placed anywhere in the frame, are learnt from the frame's
+    keypoints when the VDM's tokens say nothing of it; the place comes through the spatial softmax."""
+    torch.manual_seed(0)
+    model = feature_idm(frame_keypoints=4).train()
+    batch, _ = squares_batch()
     losses = [info["loss"] for info in fit(model, batch, steps=60, lr=3e-3)]
     assert losses[-1] < 0.2 * losses[0]
+
+
+def test_video_feature_idm_object_keypoints_learn_to_sit_on_the_object():
+    """With ``object_keypoints`` the loss adds the first keypoints' squared distance to where the
+    objects are: trained, the keypoint sits on the square within a pixel; without the target the
+    head says what it needs."""
+    from vans_engine.constants import OBJECT_IMAGE_XY, STATE
+    from vans_engine.models.idm import CURRENT_FRAME, VDM_FEATURES
+
+    torch.manual_seed(0)
+    model = feature_idm(frame_keypoints=2, object_keypoints=1).train()
+    batch, centres = squares_batch()
+    batch[OBJECT_IMAGE_XY] = centres[:, None]
+    loss, info = model.compute_loss(batch)
+    assert loss.item() == pytest.approx(info["chunk_mse"] + info["object_keypoint_mse"], rel=1e-5)
+    fit(model, batch, steps=80, lr=3e-3)
+    _, keypoints = model.member_features(batch[VDM_FEATURES], batch[STATE], batch[CURRENT_FRAME])[0]
+    assert ((keypoints[:, 0] - centres).norm(dim=-1) * 32).max() < 1.0  # pixels
+    with pytest.raises(ValueError, match="a head with object_keypoints = 1 trains on object_image_xy"):
+        model.compute_loss({k: v for k, v in batch.items() if k != OBJECT_IMAGE_XY})
+    with pytest.raises(ValueError, match=r"object_image_xy must have shape \(32, 1, 2\)"):
+        model.compute_loss({**batch, OBJECT_IMAGE_XY: centres})
 
 
 def test_video_feature_idm_keypoints_report_where_they_look():

@@ -169,3 +169,30 @@ def test_a_tool_pushed_into_the_desk_counts_as_blocked():
     still, free = np.zeros((1, 3)), np.array([[0.0, 0.0, 0.02]])
     assert not blocked_steps(np.array([[0.1, 0, 0, 0]]), still, still)[0]
     assert not blocked_steps(np.array([[0, 0, 1.0, 0]]), still, free)[0]
+
+
+def test_the_desk_image_projection_lands_on_the_rendered_objects():
+    """``project_to_desk_image`` puts each button and each object on pixels of its own colour in the
+    rendered 64-pixel frame, wherever a reset placed the objects."""
+    from vans_sim.scene import BUTTONS, DESK_TOP, project_to_desk_image
+
+    env = RoboDeskEnv(task="push_red", split="heldout")
+    try:
+        for seed in (0, 1):
+            obs, _ = env.reset(seed=seed)
+            image = obs["image"].astype(float)
+            places = {colour: (*BUTTONS[colour], DESK_TOP + 0.02) for colour in BUTTONS}
+            places.update({name: env.unwrapped.data.body(name).xpos.copy() for name in ("upright_block", "flat_block")})
+            for name, point in places.items():
+                x, y = ((project_to_desk_image(np.array(point)) + 1) / 2 * 64).astype(int)
+                pixel = image[y, x]
+                expected = {"red": 0, "green": 1, "blue": 2}.get(name)
+                if expected is not None:  # a button: its own channel stands out
+                    assert pixel[expected] > pixel.sum() - pixel[expected], (name, seed, pixel)
+                else:  # a block: not the desk's colour at the projected place
+                    desk = image[y, min(x + 12, 63)] if x < 52 else image[y, x - 12]
+                    assert np.abs(pixel - desk).sum() > 30, (name, seed, pixel, desk)
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match=r"points must have shape \(..., 3\)"):
+        project_to_desk_image(np.zeros((2, 2)))

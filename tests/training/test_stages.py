@@ -369,8 +369,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_
 
 def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cache(dataset, tmp_path):
     """The action head on a planner's VDM tokens, an ensemble of two that also learns where the objects
-    are (``object_weight``) and reads the current frame, recoloured (``frame_keypoints``,
-    ``photometric_jitter``): the loss goes down, the tokens are computed once and cached, a second run
+    are (``object_weight``) and reads the current frame, recoloured, one of its keypoints taught where the
+    first object is (``frame_keypoints``, ``photometric_jitter``, ``object_keypoints``): the loss goes down, the tokens are computed once and cached, a second run
     of more steps resumes from the checkpoint and the cache, and the head assembles into a planner that
     plans from those tokens and the frame, alike on ONNX Runtime and PyTorch."""
     from vans_engine.planner import Planner, PlannerConfig
@@ -382,13 +382,15 @@ def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cach
     planner_folder = tiny_checkpoint(tmp_path / "planner", PlannerConfig(num_inference_steps=2))
     out = tmp_path / "feature-idm"
     fields = dict(vdm_model=str(planner_folder), lr=3e-3, min_lr=3e-3, eval_freq=6, save_freq=6, batch_size=16,
-                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32, "num_members": 2, "frame_keypoints": 2},
+                  feature_batch_size=32, head={"cell_dim": 8, "hidden_dim": 32, "num_members": 2, "frame_keypoints": 2,
+                        "object_keypoints": 1},
                   object_weight=1.0, photometric_jitter=0.3)
     run_stage("feature-idm", FeatureIDMTrainConfig, dataset, out, max_steps=12, **fields)
     assert_loss_goes_down(out)
     evaluation = read_log(out, "eval")
     assert evaluation and np.isfinite(evaluation[-1]["chunk_mse"])
     assert 0 < evaluation[-1]["object_rms_cm"] < 100  # three objects' offsets on a desk a metre wide
+    assert 0 < evaluation[-1]["object_keypoint_px"] < 64 * 1.5  # the first object's place in the frame
     assert np.isfinite(evaluation[-1]["member_chunk_mse"])  # one member alone, beside the ensemble
     cache = torch.load(out / FEATURE_CACHE)
     assert cache["train"].dtype == torch.float16 and cache["train"].shape[1:] == (8, 4, 4, 64)

@@ -17,6 +17,9 @@ With ``object_weight`` > 0 the head also learns where each object stands relativ
 A head with ``frame_keypoints`` (under ``head``) also reads each sample's current frame, the last
 context frame, recoloured in training by ``photometric_jitter``: held-out desks are lit and coloured
 outside the train split's values, and the keypoints should follow the objects, not the colours.
+With ``object_keypoints`` (under ``head``) the first keypoints also learn where the desk camera
+shows each object (``vans_sim.scene.project_to_desk_image`` of the recorded object state);
+validation then reports their error in pixels.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm import tqdm
-from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
+from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_IMAGE_XY, OBJECT_OFFSETS, STATE
 from vans_engine.models.idm import CURRENT_FRAME, MEMBER_WEIGHTS, VDM_FEATURES, VideoFeatureIDM
 from vans_engine.models.vdm.features import DenoiserWithFeatures, token_layout
 from vans_engine.models.vdm.parameterization import as_denoiser
 from vans_engine.models.vdm.sampling import pack_model_input
+from vans_sim.scene import project_to_desk_image
 
 from vans_training.augment import jitter_photometry
 from vans_training.config import FeatureIDMTrainConfig
@@ -126,6 +130,9 @@ class FeatureIDMStage(Stage):
             if generator is not None and self.config.photometric_jitter:
                 frame = jitter_photometry(frame, self.config.photometric_jitter, generator)
             tensors[CURRENT_FRAME] = frame[:, 0]
+        if self.head.config.object_keypoints:
+            places = project_to_desk_image(batch.object_pos[:, 0, :self.head.config.object_keypoints])
+            tensors[OBJECT_IMAGE_XY] = torch.from_numpy(places).float().to(self.device)
         return tensors
 
     def compute_loss(self, rng: np.random.Generator):
@@ -152,6 +159,11 @@ class FeatureIDMStage(Stage):
                                                    ).mean(dim=0)
             squared = ((told - batch[OBJECT_OFFSETS]) ** 2)[mask].sum(dim=-1)  # (samples, objects)
             metrics["object_rms_cm"] = float(squared.mean().sqrt()) * 100
+        if self.head.config.object_keypoints:  # how far the taught keypoints sit from the objects, in pixels
+            found = torch.stack([keypoints[:, :self.head.config.object_keypoints] for _, keypoints in
+                                 self.head.member_features(batch[VDM_FEATURES], batch[STATE], batch[CURRENT_FRAME])])
+            pixels = (found - batch[OBJECT_IMAGE_XY][None]).norm(dim=-1) * self.head.config.image_size / 2
+            metrics["object_keypoint_px"] = float(pixels.mean())
         return metrics
 
     def save_pretrained(self, path: Path) -> None:

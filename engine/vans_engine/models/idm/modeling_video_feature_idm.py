@@ -36,7 +36,10 @@ softmax of that many keypoints (Levine et al.'s deep spatial autoencoders): wher
 looked, as image x, y, joins the proprioception. A convolution finds a block wherever it stands and
 the softmax hands its place on as a number, so a block placed where the train split put none is
 still found; the VDM's first-step tokens place the objects no better than 16 cm, this readout of
-the true frame to about 5 cm on held-out desks (the model card's "current frame" section).
+the true frame to about 5 cm on held-out desks (the model card's "current frame" section). With
+``object_keypoints`` = O the first O keypoints are also taught where the desk camera shows each of
+the scene's O objects (``OBJECT_IMAGE_XY``), so that they sit on the objects, whose places the
+desk's light cannot move, instead of spreading over the desk.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_OFFSETS, STATE
+from vans_engine.constants import ACTION_MASK, ACTIONS, OBJECT_IMAGE_XY, OBJECT_OFFSETS, STATE
 
 VDM_FEATURES = "vdm_features"  # batch key and graph input: (B, K * Hp * Wp, C) VDM tokens
 CURRENT_FRAME = "frame"  # batch key and graph input: (B, 3, H, W) the last context frame in [-1, 1]
@@ -59,9 +62,12 @@ OBJECT_OFFSET_SCALE = 0.1  # metres: the auxiliary target is the offset over thi
 
 class _FrameKeypoints(nn.Module):
     """(B, 3, H, W) frame in [-1, 1] -> (B, keypoints, 2): where each keypoint's spatial softmax looked,
-    as image x, y in [-1, 1]. One stride-2 convolution, then dilated ones that widen the view to about
-    a third of the image at half its resolution, so that a keypoint can tell a block from its
-    surroundings and still place it within a pixel or two."""
+    as image x, y with the image's edges at -1 and 1 (``vans_sim.scene.project_to_desk_image``'s
+    convention, so that a keypoint can be taught where an object is). Each channel of the frame is first standardised over the image: held-out
+    desks are lit brighter and coloured otherwise, and a keypoint net trained without this lost the
+    buttons there (the model card's "current frame" section). Then one stride-2 convolution, and
+    dilated ones that widen the view to about a third of the image at half its resolution, so that a
+    keypoint can tell a block from its surroundings and still place it within a pixel or two."""
 
     def __init__(self, keypoints: int, width: int = 32):
         super().__init__()
@@ -75,10 +81,13 @@ class _FrameKeypoints(nn.Module):
         self.logits = nn.Conv2d(channels, keypoints, 1)
 
     def forward(self, frame: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(self.features(frame))  # (B, keypoints, h, w)
+        mean = frame.mean(dim=(2, 3), keepdim=True)
+        spread = (frame - mean).square().mean(dim=(2, 3), keepdim=True).add(1e-4).sqrt()
+        logits = self.logits(self.features((frame - mean) / spread))  # (B, keypoints, h, w)
         h, w = logits.shape[-2:]
-        y, x = torch.meshgrid(torch.linspace(-1, 1, h, dtype=logits.dtype, device=logits.device),
-                              torch.linspace(-1, 1, w, dtype=logits.dtype, device=logits.device), indexing="ij")
+        y, x = torch.meshgrid(torch.linspace(-1 + 1 / h, 1 - 1 / h, h, dtype=logits.dtype, device=logits.device),
+                              torch.linspace(-1 + 1 / w, 1 - 1 / w, w, dtype=logits.dtype, device=logits.device),
+                              indexing="ij")  # each cell's centre
         attention = torch.softmax(logits.flatten(2), dim=2)  # (B, keypoints, h * w)
         return attention @ torch.stack([x, y], dim=-1).reshape(h * w, 2)
 
@@ -139,12 +148,12 @@ class _ActionHead(nn.Module):
         return self.frame(torch.cat(parts, dim=-1))
 
     def trunk(self, pooled: torch.Tensor, normalized_state: torch.Tensor,
-              frame: torch.Tensor | None = None) -> torch.Tensor:
+              frame_keypoints: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, rows, cols, C) pooled features, (B, state_dim) state and, with frame keypoints, the
-        (B, 3, H, W) current frame -> (B, K, hidden_dim)."""
+        current frame's (B, keypoints, 2) -> (B, K, hidden_dim)."""
         now = self.state(normalized_state)
-        if hasattr(self, "frame_keypoints"):
-            now = now + self.frame_places(self.frame_keypoints(frame).flatten(1))
+        if frame_keypoints is not None:
+            now = now + self.frame_places(frame_keypoints.flatten(1))
         frames = F.silu(self.read_frames(pooled) + now[:, None])
         return frames + self.mixer(frames.transpose(1, 2)).transpose(1, 2)
 
@@ -183,6 +192,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         object_weight (`float`, defaults to 1.0): the auxiliary loss's weight beside the actions'.
         frame_keypoints (`int`, defaults to 0): keypoints each member finds in the current frame (the
             module's docstring); the graph then takes a third input, ``frame``. 0 reads no frame.
+        object_keypoints (`int`, defaults to 0): the first that many frame keypoints are taught where the
+            desk camera shows each object, an auxiliary task of training (one camera only).
     """
 
     config_name = "config.json"
@@ -195,7 +206,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                  state_mean: tuple[float, ...] | None = None, state_std: tuple[float, ...] | None = None,
                  feature_step: int = 0, image_size: int = 64, cameras: tuple[str, ...] = ("desk",),
                  num_members: int = 1, ensemble_vote: str = "mean", readout: str = "cells", num_keypoints: int = 16,
-                 num_objects: int = 0, object_weight: float = 1.0, frame_keypoints: int = 0):
+                 num_objects: int = 0, object_weight: float = 1.0, frame_keypoints: int = 0,
+                 object_keypoints: int = 0):
         super().__init__()
         rows, cols = (int(v) for v in patch_grid)
         for name, value in (("feature_dim", feature_dim), ("num_frames", num_frames), ("pool", pool),
@@ -215,6 +227,9 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         if num_objects < 0 or object_weight < 0 or frame_keypoints < 0:
             raise ValueError(f"num_objects, object_weight and frame_keypoints must be >= 0, got {num_objects}, "
                              f"{object_weight} and {frame_keypoints}")
+        if not 0 <= object_keypoints <= frame_keypoints or (object_keypoints and len(cameras) != 1):
+            raise ValueError(f"object_keypoints must be between 0 and frame_keypoints ({frame_keypoints}), and "
+                             f"taught on one camera's frame, got {object_keypoints} on {list(cameras)}")
         if (state_mean is None) != (state_std is None):
             raise ValueError("state_mean and state_std go together: give both or neither")
         for stats in (state_mean, state_std):
@@ -272,11 +287,22 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
                              f"{None if frame is None else tuple(frame.shape)}")
         return frame.to(pooled.dtype)
 
+    def member_features(self, pooled: torch.Tensor, state: torch.Tensor, frame: torch.Tensor | None = None
+                        ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Each member's (B, K, hidden_dim) features and its (B, frame_keypoints, 2) keypoints of the
+        current frame (None for a head that reads no frame), from the inputs as :meth:`member_actions`
+        takes them."""
+        normalized, frame = self.normalized_state(pooled, state), self.checked_frame(pooled, frame)
+        features = []
+        for member in self.members:
+            keypoints = member.frame_keypoints(frame) if frame is not None else None
+            features.append((member.trunk(pooled, normalized, keypoints), keypoints))
+        return features
+
     def member_trunks(self, pooled: torch.Tensor, state: torch.Tensor,
                       frame: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Each member's (B, K, hidden_dim) features, from the inputs as :meth:`member_actions` takes them."""
-        normalized, frame = self.normalized_state(pooled, state), self.checked_frame(pooled, frame)
-        return [member.trunk(pooled, normalized, frame) for member in self.members]
+        return [trunk for trunk, _ in self.member_features(pooled, state, frame)]
 
     def member_actions(self, pooled: torch.Tensor, state: torch.Tensor,
                        frame: torch.Tensor | None = None) -> torch.Tensor:
@@ -328,10 +354,14 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         each member's weight of each sample (a bootstrap of the data, so that members differ in what
         they saw as well as where they started); ``batch[OBJECT_OFFSETS]`` (B, K, num_objects, 3),
         needed when ``num_objects`` > 0: the auxiliary task's target, weighted by ``object_weight``;
-        ``batch[CURRENT_FRAME]`` (B, 3, H, W), needed when ``frame_keypoints`` > 0.
+        ``batch[CURRENT_FRAME]`` (B, 3, H, W), needed when ``frame_keypoints`` > 0;
+        ``batch[OBJECT_IMAGE_XY]`` (B, object_keypoints, 2), needed when ``object_keypoints`` > 0: where
+        the first keypoints should be, their squared error added with weight 1 (each member's
+        sample weights apply).
         """
         actions = batch[ACTIONS]
-        trunks = self.member_trunks(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
+        features = self.member_features(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
+        trunks = [trunk for trunk, _ in features]
         predicted = torch.stack([torch.tanh(member.head(trunk)) for member, trunk in zip(self.members, trunks)])
         members, b = predicted.shape[:2]
         mask = batch.get(ACTION_MASK, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device))
@@ -345,9 +375,23 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             squared = ((predicted - target[None]) ** 2 * weight).sum(dim=(1, 2, 3))
             return (squared / (weight.sum(dim=(1, 2, 3)) * target.shape[-1]).clamp(min=1e-6)).mean()
 
-        action_loss = weighted_mse(predicted, actions)
+        loss = action_loss = weighted_mse(predicted, actions)
+        info = {"chunk_mse": action_loss.item()}
+        if self.config.object_keypoints:
+            if OBJECT_IMAGE_XY not in batch:
+                raise ValueError(f"a head with object_keypoints = {self.config.object_keypoints} trains on "
+                                 f"{OBJECT_IMAGE_XY}")
+            target = batch[OBJECT_IMAGE_XY]
+            found = torch.stack([keypoints[:, :self.config.object_keypoints] for _, keypoints in features])
+            if target.shape != found.shape[1:]:
+                raise ValueError(f"{OBJECT_IMAGE_XY} must have shape {tuple(found.shape[1:])}, got {tuple(target.shape)}")
+            squared = ((found - target[None]) ** 2).mean(dim=(2, 3))  # (members, B)
+            per_sample = sample_weights.float()
+            keypoint_loss = ((squared * per_sample).sum(dim=1) / per_sample.sum(dim=1).clamp(min=1e-6)).mean()
+            loss = loss + keypoint_loss
+            info["object_keypoint_mse"] = keypoint_loss.item()
         if not self.config.num_objects:
-            return action_loss, {"loss": action_loss.item(), "chunk_mse": action_loss.item()}
+            return loss, {"loss": loss.item(), **info}
         if OBJECT_OFFSETS not in batch:
             raise ValueError(f"a head with num_objects = {self.config.num_objects} trains on {OBJECT_OFFSETS}")
         target = batch[OBJECT_OFFSETS].flatten(2) / OBJECT_OFFSET_SCALE
@@ -356,8 +400,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             raise ValueError(f"{OBJECT_OFFSETS} must have shape ({b}, {actions.shape[1]}, {self.config.num_objects}, "
                              f"3), got {tuple(batch[OBJECT_OFFSETS].shape)}")
         object_loss = weighted_mse(told, target)
-        loss = action_loss + self.config.object_weight * object_loss
-        return loss, {"loss": loss.item(), "chunk_mse": action_loss.item(), "object_mse": object_loss.item()}
+        loss = loss + self.config.object_weight * object_loss
+        return loss, {"loss": loss.item(), **info, "object_mse": object_loss.item()}
 
     def example_inputs(self, batch_size: int, future_frames: int) -> dict[str, torch.Tensor]:
         """Zero inputs of the exported graph's shapes, keyed by input name, for a planner of
