@@ -368,11 +368,13 @@ def test_killed_run_resumes_from_its_last_checkpoint(dataset, tmp_path, kill_at_
 
 
 def test_feature_idm_learns_from_the_planners_vdm_tokens_and_resumes_on_its_cache(dataset, tmp_path):
-    """The action head on a planner's VDM tokens, an ensemble of two that also learns where the objects
-    are (``object_weight``) and reads the current frame, recoloured, one of its keypoints taught where the
-    first object is (``frame_keypoints``, ``photometric_jitter``, ``object_keypoints``): the loss goes down, the tokens are computed once and cached, a second run
-    of more steps resumes from the checkpoint and the cache, and the head assembles into a planner that
-    plans from those tokens and the frame, alike on ONNX Runtime and PyTorch."""
+    """The action head on a planner's VDM tokens: an ensemble of two that also learns where the objects
+    are (``object_weight``) and reads the current frame, recoloured, with one of its keypoints taught
+    where the first object is (``frame_keypoints``, ``photometric_jitter``, ``object_keypoints``).
+
+    The loss goes down, the tokens are computed once and cached, a second run of more steps resumes
+    from the checkpoint and the cache, and the head assembles into a planner that plans from those
+    tokens and the frame, alike on ONNX Runtime and PyTorch."""
     from vans_engine.planner import Planner, PlannerConfig
     from vans_engine.testing import tiny_checkpoint
 

@@ -35,11 +35,11 @@ planner has that is true rather than drawn, through a small fully convolutional 
 softmax of that many keypoints (Levine et al.'s deep spatial autoencoders): where each keypoint
 looked, as image x, y, joins the proprioception. A convolution finds a block wherever it stands and
 the softmax hands its place on as a number, so a block placed where the train split put none is
-still found; the VDM's first-step tokens place the objects no better than 16 cm, this readout of
-the true frame to about 5 cm on held-out desks (the model card's "current frame" section). With
-``object_keypoints`` = O the first O keypoints are also taught where the desk camera shows each of
-the scene's O objects (``OBJECT_IMAGE_XY``), so that they sit on the objects, whose places the
-desk's light cannot move, instead of spreading over the desk.
+still found. With ``object_keypoints`` = O the first O keypoints are also taught where the desk
+camera shows each of the scene's O objects (``OBJECT_IMAGE_XY``), so that they sit on the objects
+instead of spreading over the desk, where the light moves them. Taught so, they find the objects to
+1-3 pixels on held-out desks, where the VDM's first-step tokens place them no better than 16 cm (the
+model card's "current frame" section).
 """
 
 from __future__ import annotations
@@ -63,11 +63,12 @@ OBJECT_OFFSET_SCALE = 0.1  # metres: the auxiliary target is the offset over thi
 class _FrameKeypoints(nn.Module):
     """(B, 3, H, W) frame in [-1, 1] -> (B, keypoints, 2): where each keypoint's spatial softmax looked,
     as image x, y with the image's edges at -1 and 1 (``vans_sim.scene.project_to_desk_image``'s
-    convention, so that a keypoint can be taught where an object is). Each channel of the frame is first standardised over the image: held-out
-    desks are lit brighter and coloured otherwise, and a keypoint net trained without this lost the
-    buttons there (the model card's "current frame" section). Then one stride-2 convolution, and
-    dilated ones that widen the view to about a third of the image at half its resolution, so that a
-    keypoint can tell a block from its surroundings and still place it within a pixel or two."""
+    convention, so that a keypoint can be taught where an object is).
+
+    Each channel of the frame is first standardised over the image, since held-out desks are lit
+    brighter and coloured otherwise. Then come one stride-2 convolution and dilated ones that widen the
+    view to about a third of the image at half its resolution, so that a keypoint can tell a block
+    from its surroundings and still place it within a pixel or two."""
 
     def __init__(self, keypoints: int, width: int = 32):
         super().__init__()
@@ -384,7 +385,8 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
             target = batch[OBJECT_IMAGE_XY]
             found = torch.stack([keypoints[:, :self.config.object_keypoints] for _, keypoints in features])
             if target.shape != found.shape[1:]:
-                raise ValueError(f"{OBJECT_IMAGE_XY} must have shape {tuple(found.shape[1:])}, got {tuple(target.shape)}")
+                raise ValueError(f"{OBJECT_IMAGE_XY} must have shape {tuple(found.shape[1:])}, "
+                                 f"got {tuple(target.shape)}")
             squared = ((found - target[None]) ** 2).mean(dim=(2, 3))  # (members, B)
             per_sample = sample_weights.float()
             keypoint_loss = ((squared * per_sample).sum(dim=1) / per_sample.sum(dim=1).clamp(min=1e-6)).mean()
