@@ -147,7 +147,8 @@ class FeatureIDMStage(Stage):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         batch = self.tensors(self.valid_data, self.valid_indices, self.valid_cache)
-        members = self.head.member_actions(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
+        features = self.head.member_features(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
+        members = self.head.actions_of_trunks([trunk for trunk, _ in features])
         mask = batch[ACTION_MASK]
         error = (members.mean(dim=0) - batch[ACTIONS])[mask]
         metrics = {"chunk_mse": float((error**2).mean()), "chunk_mse_xyz": float((error[:, :3] ** 2).mean())}
@@ -160,8 +161,7 @@ class FeatureIDMStage(Stage):
             squared = ((told - batch[OBJECT_OFFSETS]) ** 2)[mask].sum(dim=-1)  # (samples, objects)
             metrics["object_rms_cm"] = float(squared.mean().sqrt()) * 100
         if self.head.config.object_keypoints:  # how far the taught keypoints sit from the objects, in pixels
-            found = torch.stack([keypoints[:, :self.head.config.object_keypoints] for _, keypoints in
-                                 self.head.member_features(batch[VDM_FEATURES], batch[STATE], batch[CURRENT_FRAME])])
+            found = torch.stack([keypoints[:, :self.head.config.object_keypoints] for _, keypoints in features])
             pixels = (found - batch[OBJECT_IMAGE_XY][None]).norm(dim=-1) * self.head.config.image_size / 2
             metrics["object_keypoint_px"] = float(pixels.mean())
         return metrics

@@ -305,13 +305,17 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         """Each member's (B, K, hidden_dim) features, from the inputs as :meth:`member_actions` takes them."""
         return [trunk for trunk, _ in self.member_features(pooled, state, frame)]
 
+    def actions_of_trunks(self, trunks: list[torch.Tensor]) -> torch.Tensor:
+        """Each member's (B, K, hidden_dim) features, as :meth:`member_trunks` gives them -> (num_members,
+        B, K, action_dim), each member's actions."""
+        return torch.stack([torch.tanh(member.head(trunk)) for member, trunk in zip(self.members, trunks)])
+
     def member_actions(self, pooled: torch.Tensor, state: torch.Tensor,
                        frame: torch.Tensor | None = None) -> torch.Tensor:
         """(B, K, Hp / pool, Wp / pool, C) pooled features, (B, state_dim) proprioception and, for a head
         with ``frame_keypoints``, the (B, 3, H, W) current frame in [-1, 1] -> (num_members, B, K,
         action_dim), each member's actions."""
-        return torch.stack([torch.tanh(member.head(trunk))
-                            for member, trunk in zip(self.members, self.member_trunks(pooled, state, frame))])
+        return self.actions_of_trunks(self.member_trunks(pooled, state, frame))
 
     def member_object_offsets(self, pooled: torch.Tensor, state: torch.Tensor,
                               frame: torch.Tensor | None = None) -> torch.Tensor:
@@ -363,7 +367,7 @@ class VideoFeatureIDM(ModelMixin, ConfigMixin):
         actions = batch[ACTIONS]
         features = self.member_features(batch[VDM_FEATURES], batch[STATE], batch.get(CURRENT_FRAME))
         trunks = [trunk for trunk, _ in features]
-        predicted = torch.stack([torch.tanh(member.head(trunk)) for member, trunk in zip(self.members, trunks)])
+        predicted = self.actions_of_trunks(trunks)
         members, b = predicted.shape[:2]
         mask = batch.get(ACTION_MASK, torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device))
         sample_weights = batch.get(MEMBER_WEIGHTS, torch.ones(members, b, device=actions.device))
