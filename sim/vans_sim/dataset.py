@@ -59,6 +59,15 @@ class Episode:
     events: np.ndarray  # (N,) int
     captions: list[str]
     noise_std: float = 0.0  # the action noise it was recorded with (0 for the expert and its DAgger branches)
+    axis_speeds: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the expert's factors on dx, dy, dz
+
+    def full_speed_actions(self) -> np.ndarray:
+        """The actions with dx, dy and dz divided by the episode's ``axis_speeds``: what the expert at full
+        speed does from each state this episode visited (exact for an episode recorded without noise,
+        whose slowed actions never reach the clip)."""
+        actions = np.array(self.actions, dtype=np.float32)
+        actions[:, :3] /= np.asarray(self.axis_speeds, dtype=np.float32)
+        return np.clip(actions, -1.0, 1.0)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -185,6 +194,7 @@ class DemoDataset:
                 events=g["events"][()].astype(np.int64),
                 captions=[c.decode() if isinstance(c, bytes) else str(c) for c in g["captions"][()]],
                 noise_std=float(a["noise_std"]),
+                axis_speeds=tuple(float(v) for v in a.get("axis_speeds", (1.0, 1.0, 1.0))),
             )
         except (KeyError, OSError, ValueError) as e:
             raise DatasetError(f"{self.path}: episode {name} is corrupt or incomplete ({e})") from e

@@ -170,6 +170,27 @@ def test_a_share_of_episodes_moves_each_axis_at_its_own_speed(tmp_path):
     np.testing.assert_allclose(slowed["actions"][0][:3], plain["actions"][0][:3] * np.array(speeds[1]), atol=1e-6)
 
 
+def test_full_speed_actions_are_the_experts_moves_from_the_slowed_episodes_states(tmp_path):
+    from vans_sim.env import RoboDeskEnv
+    from vans_sim.experts import ScriptedExpert
+
+    config = RecordConfig(tasks=("push_red",), episodes=2, axis_speed_fraction=0.5, perturb_fraction=0.0)
+    record(config, tmp_path, progress=False)
+    with DemoDataset(tmp_path) as dataset:
+        plain, slowed = dataset.episode(0), dataset.episode(1)
+    assert plain.axis_speeds == (1.0, 1.0, 1.0) and slowed.axis_speeds == config.episode_plan()[1][3]
+    np.testing.assert_array_equal(plain.full_speed_actions(), plain.actions)
+    # Replay the slowed episode: at every state it visited, the expert at full speed does what the
+    # relabelled actions say.
+    env, expert = RoboDeskEnv("push_red", image_size=64, split="train"), ScriptedExpert("push_red")
+    obs, _ = env.reset(seed=slowed.seed)
+    full = slowed.full_speed_actions()
+    for step, action in enumerate(slowed.actions):
+        np.testing.assert_allclose(full[step], expert.act(obs), atol=1e-5)
+        obs, *_ = env.step(action)
+    assert np.abs(full[:, :3]).max() > np.abs(slowed.actions[:, :3]).max()
+
+
 def test_axis_speeds_are_checked():
     from vans_sim.policies import ExpertPolicy
 

@@ -313,6 +313,29 @@ def test_idm_dagger_round_adds_expert_branches_on_train_scenes(dataset, tmp_path
     env.close()
 
 
+def test_feature_idm_learns_full_speed_actions_on_slowed_episodes(tmp_path):
+    from vans_engine.testing import tiny_checkpoint
+    from vans_sim.dataset import DemoDataset
+    from vans_sim.record import RecordConfig, record
+
+    from vans_training.data import NextEventData
+
+    # seeds 0-7 are the train split and 8 the valid one; every other episode moves its axes at their own speeds
+    record(RecordConfig(tasks=("push_red",), episodes=9, axis_speed_fraction=0.5, perturb_fraction=0.0),
+           tmp_path / "data", progress=False)
+    with DemoDataset(tmp_path / "data") as dataset:
+        episodes = list(dataset.episodes())
+    assert [ep.axis_speeds != (1.0, 1.0, 1.0) for ep in episodes] == [i % 2 == 1 for i in range(9)]
+    slowed, full = (NextEventData(tmp_path / "data", "all", full_speed_actions=flag) for flag in (False, True))
+    np.testing.assert_array_equal(slowed.actions, np.concatenate([ep.actions for ep in episodes]))
+    np.testing.assert_array_equal(full.actions, np.concatenate([ep.full_speed_actions() for ep in episodes]))
+    config = FeatureIDMTrainConfig(data=str(tmp_path / "data"), full_speed_actions=True, anchor_every=2,
+                                   vdm_model=str(tiny_checkpoint(tmp_path / "planner")))
+    stage = get_stage("feature-idm")(config, torch.device("cpu"))
+    np.testing.assert_array_equal(stage.train_data.actions, NextEventData(
+        tmp_path / "data", "train", full_speed_actions=True).actions)
+
+
 @pytest.mark.parametrize("scene", [{"shadows": True}, {"cameras": ("desk", "side")}], ids=["shadows", "cameras"])
 def test_dagger_branches_render_as_the_base_recording_does(scene, tmp_path):
     from vans_engine.models.idm import InverseDynamicsModel

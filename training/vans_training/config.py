@@ -280,6 +280,10 @@ class FeatureIDMTrainConfig(TrainConfig):
             actions' loss; 0 learns the actions alone.
         photometric_jitter (`float`): for a head with ``frame_keypoints``, the strength of the random
             brightness, contrast and colour of each training sample's current frame (0: none).
+        full_speed_actions (`bool`): in episodes whose expert moved its axes at different speeds
+            (``vans-sim record --axis-speed-fraction``), learn the actions the expert takes at full speed
+            from the states it visited: those episodes then teach where the tool goes from a state in
+            which one axis has arrived before the others, and not to move slowly.
     """
 
     output_dir: str = "runs/feature-idm"
@@ -290,6 +294,7 @@ class FeatureIDMTrainConfig(TrainConfig):
     expert_branches: bool = False
     object_weight: float = 0.0
     photometric_jitter: float = 0.0
+    full_speed_actions: bool = False
     batch_size: int = 128
     lr: float = 1e-3
     min_lr: float = 1e-5

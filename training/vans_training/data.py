@@ -83,12 +83,16 @@ class NextEventData:
             scripted expert's moves, without noise, from states another policy reached, which a
             recording of the expert alone never visits.
         successful_only (`bool`): skip episodes that failed their task.
+        full_speed_actions (`bool`): label the episodes recorded with slowed axes (``vans-sim record
+            --axis-speed-fraction``) with the expert's full-speed actions from the same states
+            (``Episode.full_speed_actions``), not the slowed ones it took.
         tasks (`list[str]`, *optional*): keep only these tasks.
     """
 
     def __init__(self, path: str | Path, split: str = "train", context_frames: int = 4, future_frames: int = 8,
                  anchor_every: int = 4, include_perturbed: bool = False, successful_only: bool = True,
-                 tasks: list[str] | None = None, progress: bool = False, expert_branches: bool = False):
+                 tasks: list[str] | None = None, progress: bool = False, expert_branches: bool = False,
+                 full_speed_actions: bool = False):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if min(context_frames, future_frames, anchor_every) < 1:
@@ -114,7 +118,7 @@ class NextEventData:
                     continue
                 n = len(ep)
                 images.append(ep.images)
-                actions.append(ep.actions.astype(np.float32))
+                actions.append(ep.full_speed_actions() if full_speed_actions else ep.actions.astype(np.float32))
                 state.append(np.concatenate([ep.ee_pos, ep.gripper], axis=1).astype(np.float32))
                 object_pos.append(np.stack([ep.object_state[:, slice(*OBJECT_STATE_LAYOUT[f"{obj}_pos"])]
                                             for obj in OBJECTS], axis=1).astype(np.float32))

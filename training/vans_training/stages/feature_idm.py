@@ -59,7 +59,8 @@ class FeatureIDMStage(Stage):
             raise ValueError(f"feature_step {config.feature_step} is past the {planner_config.num_inference_steps} "
                              f"denoising steps of {config.vdm_model}")
         self.train_data, self.valid_data = train_and_valid(config, context_frames=planner_config.context_frames,
-                                                           expert_branches=config.expert_branches)
+                                                           expert_branches=config.expert_branches,
+                                                           full_speed_actions=config.full_speed_actions)
         state = self.train_data.state
         objects = {"num_objects": self.train_data.object_pos.shape[1], "object_weight": config.object_weight
                    } if config.object_weight > 0 else {}
