@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "episodes, Fisher's otherwise). Writes OUT.md, and OUT.png: the runs side by side "
                        "in a bar plot.")
     p.add_argument("runs", nargs="+", metavar="NAME=DIR", help="a vans-sim score --out folder and its name; the "
-                   "first is the baseline")
+                   "first is the baseline. NAME=DIR+DIR joins runs scored on other seeds into one")
     p.add_argument("--out", required=True, help="markdown file to write (.md is added)")
     p.set_defaults(func=cmd_compare)
     return parser

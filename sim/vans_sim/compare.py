@@ -2,7 +2,9 @@
 
     vans-sim compare SFT=runs/cl/sft GRPO=runs/cl/grpo --out reports/grpo/closed_loop_compare
 
-Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``). The table has one row
+Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``); ``NAME=DIR+DIR+...``
+joins runs of the same policy on other seeds into one (seeds 0-11 and 12-23 scored apart, say), each
+episode counted once. The table has one row
 per task and an overall row: each run's successes out of its episodes, then each later run's change
 from the first with a two-sided exact test. Runs that scored the same episodes (the same tasks and
 seeds) are paired: McNemar's exact test counts only the episodes whose outcome differs, so the
@@ -20,6 +22,8 @@ from math import comb
 from pathlib import Path
 
 from vans_sim.report import blocked_share, events_reached_text, success_bar_plot, wilson_interval
+
+RUN_JOINER = "+"  # NAME=DIR+DIR joins the runs in those folders
 
 
 def binomial_two_sided(k: int, n: int) -> float:
@@ -66,9 +70,39 @@ def load_named_runs(runs: list[str], filename: str, command: str) -> dict[str, d
     return results
 
 
+def joined_reports(name: str, reports: list[dict]) -> dict:
+    """One report of several runs' episodes: their per-task counts summed, their commands listed. Each
+    (task, seed) may be scored by one of them only."""
+    episodes = [e for report in reports for e in report["per_episode"]]
+    seen = set()
+    for e in episodes:
+        if (e["task"], e["seed"]) in seen:
+            raise ValueError(f"run {name!r}: {e['task']} seed {e['seed']} is scored twice in the runs it joins")
+        seen.add((e["task"], e["seed"]))
+    tasks = {}
+    for task in dict.fromkeys(t for report in reports for t in report["tasks"]):
+        summaries = [report["tasks"][task] for report in reports if task in report["tasks"]]
+        successes, trials = sum(s["successes"] for s in summaries), sum(s["episodes"] for s in summaries)
+        tasks[task] = {"episodes": trials, "successes": successes, "success_rate": successes / trials,
+                       "ci95": list(wilson_interval(successes, trials))}
+        if all("events_reached" in s for s in summaries):  # not in runs scored before events were counted
+            tasks[task]["events"] = summaries[0]["events"]
+            tasks[task]["events_reached"] = [sum(counts) for counts in zip(*(s["events_reached"] for s in summaries))]
+    return {"tasks": tasks, "per_episode": episodes,
+            "command": "; ".join(report.get("command", "") for report in reports)}
+
+
 def load_runs(runs: list[str]) -> dict[str, dict]:
-    """``["NAME=DIR", ...]`` -> {name: report.json contents}, at least two."""
-    reports = load_named_runs(runs, "report.json", "vans-sim score")
+    """``["NAME=DIR", "NAME=DIR+DIR", ...]`` -> {name: report.json contents, or the joined reports of
+    several folders}, at least two."""
+    reports = {}
+    for item in runs:
+        name, folder = named_run(item)
+        if name in reports:
+            raise ValueError(f"two runs are named {name!r}")
+        parts = [load_named_runs([f"{name}={part}"], "report.json", "vans-sim score")[name]
+                 for part in str(folder).split(RUN_JOINER)]
+        reports[name] = parts[0] if len(parts) == 1 else joined_reports(name, parts)
     if len(reports) < 2:
         raise ValueError("compare needs at least two runs")
     return reports

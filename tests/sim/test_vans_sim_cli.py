@@ -138,6 +138,18 @@ def test_compare_pairs_runs_on_the_same_episodes(tmp_path):
     expert_events = next(line for line in events.splitlines() if line.startswith("| push_red"))
     assert expert_events.split("|")[2].strip() == "reach_red_button 3 → press_red_button 3"
     assert "**overall**" not in events
+    # runs on other seeds joined into one: six episodes, their events summed
+    joined = f"{tmp_path / 'random'}+{tmp_path / 'random-other-seeds'}"
+    out = vans_sim("compare", f"expert={tmp_path / 'expert'}", f"random={joined}", "--out", str(tmp_path / "t2")).stdout
+    random_reports = [json.loads((tmp_path / d / "report.json").read_text()) for d in ("random", "random-other-seeds")]
+    wins = sum(r["tasks"]["push_red"]["successes"] for r in random_reports)
+    overall = next(line for line in out.splitlines() if line.startswith("| **overall**"))
+    assert f"| {wins}/6, " in overall and "unpaired" in overall
+    reached = [sum(r["tasks"]["push_red"]["events_reached"][i] for r in random_reports) for i in range(2)]
+    assert f"reach_red_button {reached[0]} → press_red_button {reached[1]}" in out
+    result = vans_sim("compare", f"expert={tmp_path / 'expert'}", f"twice={tmp_path / 'random'}+{tmp_path / 'random'}",
+                      "--out", str(tmp_path / "t3"), check=False)
+    assert result.returncode == 2 and "push_red seed 0 is scored twice" in result.stderr
 
 
 def test_compare_leaves_blocked_share_empty_for_reports_that_lack_it():
