@@ -2,16 +2,17 @@
 
     vans-sim compare SFT=runs/cl/sft GRPO=runs/cl/grpo --out reports/grpo/closed_loop_compare
 
-Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``); ``NAME=DIR+DIR+...``
-joins runs of the same policy on other seeds into one (seeds 0-11 and 12-23 scored apart, say), each
-episode counted once. The table has one row per task and an overall row: each run's successes out of
-its episodes, then each later run's change from the first with a two-sided exact test. Runs that
-scored the same episodes (the same tasks and seeds) are paired: McNemar's exact test counts only the
-episodes whose outcome differs, so the spread in how hard the seeds are does not blur the comparison.
-Runs that did not are compared with Fisher's exact test. At 120 episodes a run, a change of a few
-successes is what chance alone gives: the test says how many. A second table gives each run's share of blocked steps per task (see
-``vans_sim.score``): where a policy's failed episodes stall; a third, how many of each run's
-episodes reached each of a task's events: how far its failures got.
+Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``);
+``NAME=DIR+DIR+...`` joins runs of the same policy on other seeds into one (seeds 0-11 and 12-23
+scored apart, say), each episode counted once. The table has one row per task and an overall row:
+each run's successes out of its episodes, then each later run's change from the first with a two-
+sided exact test. Runs that scored the same episodes (the same tasks and seeds) are paired:
+McNemar's exact test counts only the episodes whose outcome differs, so the spread in how hard the
+seeds are does not blur the comparison. Runs that did not are compared with Fisher's exact test. At
+120 episodes a run, a change of a few successes is what chance alone gives: the test says how many.
+A second table gives each run's share of blocked steps per task (see ``vans_sim.score``): where a
+policy's failed episodes stall; a third, how many of each run's episodes reached each of a task's
+events: how far its failures got.
 """
 
 from __future__ import annotations
