@@ -5,8 +5,8 @@
 Each ``NAME=DIR`` names a ``vans-sim score --out`` folder (its ``report.json``);
 ``NAME=DIR+DIR+...`` joins runs of the same policy on other seeds into one (seeds 0-11 and 12-23
 scored apart, say), each episode counted once. The table has one row per task and an overall row:
-each run's successes out of its episodes, then each later run's change from the first with a two-
-sided exact test. Runs that scored the same episodes (the same tasks and seeds) are paired:
+each run's successes out of its episodes, then each later run's change from the first with a
+two-sided exact test. Runs that scored the same episodes (the same tasks and seeds) are paired:
 McNemar's exact test counts only the episodes whose outcome differs, so the spread in how hard the
 seeds are does not blur the comparison. Runs that did not are compared with Fisher's exact test. At
 120 episodes a run, a change of a few successes is what chance alone gives: the test says how many.
