@@ -22,6 +22,7 @@ from math import comb
 from pathlib import Path
 
 from vans_sim.report import blocked_share, events_reached_text, success_bar_plot, wilson_interval
+from vans_sim.score import task_summary
 
 RUN_JOINER = "+"  # NAME=DIR+DIR joins the runs in those folders
 
@@ -71,23 +72,16 @@ def load_named_runs(runs: list[str], filename: str, command: str) -> dict[str, d
 
 
 def joined_reports(name: str, reports: list[dict]) -> dict:
-    """One report of several runs' episodes: their per-task counts summed, their commands listed. Each
-    (task, seed) may be scored by one of them only."""
+    """One report of several runs' episodes, summarised per task as ``vans-sim score`` summarises its
+    own, with their commands listed. Each (task, seed) may be scored by one of them only."""
     episodes = [e for report in reports for e in report["per_episode"]]
     seen = set()
     for e in episodes:
         if (e["task"], e["seed"]) in seen:
             raise ValueError(f"run {name!r}: {e['task']} seed {e['seed']} is scored twice in the runs it joins")
         seen.add((e["task"], e["seed"]))
-    tasks = {}
-    for task in dict.fromkeys(t for report in reports for t in report["tasks"]):
-        summaries = [report["tasks"][task] for report in reports if task in report["tasks"]]
-        successes, trials = sum(s["successes"] for s in summaries), sum(s["episodes"] for s in summaries)
-        tasks[task] = {"episodes": trials, "successes": successes, "success_rate": successes / trials,
-                       "ci95": list(wilson_interval(successes, trials))}
-        if all("events_reached" in s for s in summaries):  # not in runs scored before events were counted
-            tasks[task]["events"] = summaries[0]["events"]
-            tasks[task]["events_reached"] = [sum(counts) for counts in zip(*(s["events_reached"] for s in summaries))]
+    tasks = {task: task_summary(task, [e for e in episodes if e["task"] == task])
+             for task in dict.fromkeys(e["task"] for e in episodes)}
     return {"tasks": tasks, "per_episode": episodes,
             "command": "; ".join(report.get("command", "") for report in reports)}
 

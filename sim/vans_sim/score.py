@@ -141,20 +141,23 @@ def score_task(config: ScoreConfig, task: str, bar: tqdm | None = None) -> tuple
     return rows, clip
 
 
-def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
-    tasks = {}
-    for task in config.tasks:
-        mine = [r for r in rows if r["task"] == task]
-        wins = sum(r["success"] for r in mine)
+def task_summary(task: str, rows: list[dict]) -> dict:
+    """The report's entry for ``task`` from the per-episode rows of its episodes; without the blocked
+    share and the events for rows scored before ``vans-sim score`` counted them."""
+    wins = sum(r["success"] for r in rows)
+    summary = {"episodes": len(rows), "successes": wins, "success_rate": wins / len(rows),
+               "ci95": list(wilson_interval(wins, len(rows))), "mean_steps": float(np.mean([r["steps"] for r in rows]))}
+    if all("blocked_steps" in r for r in rows):
+        summary["blocked_share"] = blocked_share(rows)
+    if all("events_done" in r for r in rows):
         events = get_task(task).events
-        tasks[task] = {
-            "episodes": len(mine), "successes": wins, "success_rate": wins / len(mine),
-            "ci95": list(wilson_interval(wins, len(mine))),
-            "mean_steps": float(np.mean([r["steps"] for r in mine])),
-            "blocked_share": blocked_share(mine),
-            "events": [e.name for e in events],
-            "events_reached": [sum(r["events_done"] > k for r in mine) for k in range(len(events))],
-        }
+        summary["events"] = [e.name for e in events]
+        summary["events_reached"] = [sum(r["events_done"] > k for r in rows) for k in range(len(events))]
+    return summary
+
+
+def summarize(config: ScoreConfig, rows: list[dict]) -> dict:
+    tasks = {task: task_summary(task, [r for r in rows if r["task"] == task]) for task in config.tasks}
 
     def mean_rate(names: list[str]) -> float | None:
         return float(np.mean([tasks[n]["success_rate"] for n in names])) if names else None
